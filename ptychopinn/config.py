@@ -38,6 +38,8 @@ class ModelConfig:
     pad_object: bool = True
     amp_activation: AmpActivation = "sigmoid"
     gaussian_smoothing_sigma: float = 0.0
+    #: the probe is normalised to mean(|mask·P|) = 1/probe_scale before training (spec §2.3)
+    probe_scale: float = 4.0
     #: pixels between neighbouring patches assumed when sizing the in-model canvas
     offset: int = 4
     max_position_jitter: int = 10
