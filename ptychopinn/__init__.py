@@ -24,6 +24,8 @@ _LAZY = {
     "TrainConfig": "ptychopinn.config:TrainConfig",
     "SimulationConfig": "ptychopinn.config:SimulationConfig",
     "load_scan": "ptychopinn.data:load_scan",
+    "save_scan": "ptychopinn.data:save_scan",
+    "GroupDataset": "ptychopinn.data:GroupDataset",
     "group_scan": "ptychopinn.data:group_scan",
     "simulate": "ptychopinn.simulate:simulate",
     "PtychoPINN": "ptychopinn.model:PtychoPINN",

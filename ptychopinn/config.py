@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
+from .errors import ConfigError
+
 AmpActivation = Literal["sigmoid", "swish", "softplus", "relu"]
 #: How the amplitude A and phase phi heads are combined into the object patch.
 #: "polar": A·exp(iφ) (S1 and K2 eras, the physically meaningful form);
@@ -54,15 +56,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.N not in SUPPORTED_N:
-            raise ValueError(f"ModelConfig.N must be one of {SUPPORTED_N}, got {self.N}")
+            raise ConfigError(f"ModelConfig.N must be one of {SUPPORTED_N}, got {self.N}")
         if self.gridsize < 1:
-            raise ValueError(f"ModelConfig.gridsize must be >= 1, got {self.gridsize}")
+            raise ConfigError(f"ModelConfig.gridsize must be >= 1, got {self.gridsize}")
         if self.n_filters_scale < 1:
-            raise ValueError(f"ModelConfig.n_filters_scale must be >= 1, got {self.n_filters_scale}")
+            raise ConfigError(f"ModelConfig.n_filters_scale must be >= 1, got {self.n_filters_scale}")
         if self.amp_activation not in ("sigmoid", "swish", "softplus", "relu"):
-            raise ValueError(f"unknown amp_activation {self.amp_activation!r}")
+            raise ConfigError(f"unknown amp_activation {self.amp_activation!r}")
         if self.combine not in ("polar", "additive"):
-            raise ValueError(f"unknown combine mode {self.combine!r}")
+            raise ConfigError(f"unknown combine mode {self.combine!r}")
 
     @property
     def channels(self) -> int:
@@ -99,9 +101,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         C = self.gridsize * self.gridsize
         if self.gridsize < 1:
-            raise ValueError(f"DataConfig.gridsize must be >= 1, got {self.gridsize}")
+            raise ConfigError(f"DataConfig.gridsize must be >= 1, got {self.gridsize}")
         if C > 1 and self.neighbor_count < C:
-            raise ValueError(
+            raise ConfigError(
                 f"DataConfig.neighbor_count (K={self.neighbor_count}) must be >= gridsize² (C={C})"
             )
 
@@ -159,7 +161,7 @@ def config_from_dict(cls: type, values: Mapping[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
+        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(unknown)}")
     return cls(**dict(values))
 
 
