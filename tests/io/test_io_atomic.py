@@ -1,0 +1,121 @@
+"""Atomic writers: complete file or nothing, no temporaries left behind, torch-free import."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from ptychopinn.io.atomic import atomic_directory, atomic_save_json, atomic_save_npz, atomic_write
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_atomic_write_bytes_and_text(tmp_path):
+    p = tmp_path / "sub" / "a.bin"
+    with atomic_write(p) as fh:
+        fh.write(b"\x00\x01abc")
+    assert p.read_bytes() == b"\x00\x01abc"
+    with atomic_write(tmp_path / "t.txt", "w") as fh:
+        fh.write("héllo")
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == "héllo"
+    assert sorted(os.listdir(tmp_path)) == ["sub", "t.txt"]
+    assert os.listdir(tmp_path / "sub") == ["a.bin"]
+
+
+def test_atomic_write_mode_respects_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "m.bin") as fh:
+            fh.write(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_atomic_write_leaves_nothing_on_exception(tmp_path):
+    p = tmp_path / "out.bin"
+    with pytest.raises(Boom):
+        with atomic_write(p) as fh:
+            fh.write(b"partial data")
+            raise Boom()
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_keeps_old_content_on_exception(tmp_path):
+    p = tmp_path / "out.json"
+    p.write_text("old")
+    with pytest.raises(Boom):
+        with atomic_write(p, "w") as fh:
+            fh.write("new but incomplete")
+            raise Boom()
+    assert p.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_atomic_write_rejects_read_modes(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        with atomic_write(tmp_path / "x", "rb"):
+            pass
+
+
+def test_atomic_directory_create_replace_and_fail(tmp_path):
+    d = tmp_path / "model"
+    with atomic_directory(d) as tmp:
+        assert tmp.parent == tmp_path and tmp != d
+        (tmp / "a.txt").write_text("1")
+    assert sorted(os.listdir(d)) == ["a.txt"]
+    # replace: old content disappears as a whole
+    with atomic_directory(d) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(os.listdir(d)) == ["b.txt"]
+    # failure: old directory intact, no temporaries
+    with pytest.raises(Boom):
+        with atomic_directory(d) as tmp:
+            (tmp / "c.txt").write_text("3")
+            raise Boom()
+    assert sorted(os.listdir(d)) == ["b.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_atomic_directory_refuses_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        with atomic_directory(f):
+            pass
+    assert f.read_text() == "x"
+
+
+def test_atomic_save_npz_uncompressed_no_pickle(tmp_path):
+    p = tmp_path / "arrays.data"  # no .npz suffix appended
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    c = (np.arange(4) + 1j).astype(np.complex64)
+    atomic_save_npz(p, a=a, c=c)
+    assert os.listdir(tmp_path) == ["arrays.data"]
+    with zipfile.ZipFile(p) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    with np.load(p, allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["a"], a)
+        np.testing.assert_array_equal(z["c"], c)
+        assert z["c"].dtype == np.complex64
+
+
+def test_atomic_save_json_round_trip(tmp_path):
+    obj = {"psnr": 31.5, "nested": {"x": [1, 2]}, "name": "é"}
+    atomic_save_json(tmp_path / "m.json", obj)
+    assert json.loads((tmp_path / "m.json").read_text(encoding="utf-8")) == obj
+
+
+def test_atomic_and_outputs_import_without_torch():
+    code = (
+        "import sys; import ptychopinn.io, ptychopinn.io.atomic, ptychopinn.io.outputs, ptychopinn.metrics; "
+        "assert 'torch' not in sys.modules and 'skimage' not in sys.modules, sorted(m for m in ('torch', 'skimage') if m in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
