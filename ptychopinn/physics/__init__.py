@@ -1,0 +1,52 @@
+"""Ptychography physics: probe, illumination, far-field diffraction, losses, intensity scale.
+
+Names resolve lazily (PEP 562), so `import ptychopinn.physics.scaling` (numpy only) and
+`import ptychopinn.physics.probe` do not import torch.
+
+    from ptychopinn import physics
+    amp = physics.diffract(psi)                  # (..., N, N) complex -> (..., N, N) real
+    loss = physics.poisson_nll(amp**2, counts)   # scalar
+
+Spec references: legacy-tf-model.md §2 (scales), §4.1 (probe), §4.3 steps 6–10, §4.7 (losses).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it
+_LAZY: dict[str, str] = {
+    "probe_mask": "probe",
+    "default_probe": "probe",
+    "normalize_probe": "probe",
+    "illuminate": "illumination",
+    "gaussian_smooth3": "illumination",
+    "ProbeIllumination": "illumination",
+    "diffract": "diffraction",
+    "far_field_intensity": "diffraction",
+    "pad_and_diffract": "diffraction",
+    "poisson_nll": "losses",
+    "poisson_nll_elementwise": "losses",
+    "mae": "losses",
+    "complex_mae": "losses",
+    "total_variation": "losses",
+    "realspace_loss": "losses",
+    "intensity_scale": "scaling",
+    "simulation_intensity_scale": "scaling",
+    "photon_scale": "scaling",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ptychopinn.physics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,114 @@
+"""Illumination: exit wave ψ = probe ⊙ object patch (spec §4.3 step 6, layer `probe_illumination`)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _gaussian_taps(sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """softmax(−t² / (2σ²)) for t ∈ {−1, 0, 1}: three taps summing to 1."""
+    t = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    taps = torch.softmax(-(t**2) / (2.0 * float(sigma) ** 2), dim=0)
+    return taps.to(dtype=dtype, device=device)
+
+
+def gaussian_smooth3(x: Tensor, sigma: float) -> Tensor:
+    """3×3 separable Gaussian on the last two axes with REFLECT padding (mirror, edge not repeated).
+
+    x: `(..., H, W)` real or complex (real and imaginary parts are filtered alike), H, W ≥ 2.
+    Returns the same shape and dtype. σ = 0 returns x unchanged (TF skips the filter then).
+    """
+    if sigma == 0:
+        return x
+    if x.is_complex():
+        return torch.complex(gaussian_smooth3(x.real, sigma), gaussian_smooth3(x.imag, sigma))
+    *lead, H, W = x.shape
+    taps = _gaussian_taps(sigma, x.dtype, x.device)
+    kernel = (taps[:, None] * taps[None, :]).reshape(1, 1, 3, 3)
+    flat = x.reshape(-1, 1, H, W)
+    out = F.conv2d(F.pad(flat, (1, 1, 1, 1), mode="reflect"), kernel)
+    return out.reshape(*lead, H, W)
+
+
+def illuminate(
+    patches: Tensor,
+    probe: Tensor,
+    *,
+    mask: Tensor | None = None,
+    smoothing_sigma: float = 0.0,
+) -> Tensor:
+    """Exit waves ψ = probe ⊙ patches, optionally smoothed, then masked.
+
+    patches: `(..., N, N)` complex object patches (transmission, unitless).
+    probe: `(N, N)` complex (any tensor broadcastable to patches works).
+    smoothing_sigma: if ≠ 0, `gaussian_smooth3(ψ, σ)` (TF `gaussian_smoothing_sigma`, default 0).
+    mask: `(N, N)` real support applied last (TF `probe.mask`), or None.
+    Returns `(..., N, N)` complex, the dtype of `patches`.
+    """
+    if patches.shape[-2:] != probe.shape[-2:]:
+        raise ValueError(
+            f"illuminate: patches (..., {tuple(patches.shape[-2:])}) and probe {tuple(probe.shape)} differ in N"
+        )
+    psi = probe.to(patches.dtype) * patches
+    psi = gaussian_smooth3(psi, smoothing_sigma)
+    if mask is not None:
+        psi = psi * mask.to(device=psi.device, dtype=psi.real.dtype)
+    return psi
+
+
+def _as_tensor(value: Any, dtype: torch.dtype) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.detach().clone().to(dtype)
+    return torch.as_tensor(np.asarray(value)).to(dtype)
+
+
+class ProbeIllumination(nn.Module):
+    """`nn.Module` form of `illuminate` holding the probe (and optional mask).
+
+    probe: `(N, N)` complex (numpy or torch), stored complex64 as buffer `probe`, or as a
+    Parameter when `trainable`. mask: `(N, N)` real support (e.g. `probe_mask(N)`) stored as
+    float32 buffer `mask`, or None for no mask. forward: `(..., N, N)` complex → same.
+    """
+
+    def __init__(
+        self,
+        probe: Any,
+        *,
+        mask: Any = None,
+        smoothing_sigma: float = 0.0,
+        trainable: bool = False,
+    ) -> None:
+        super().__init__()
+        p = _as_tensor(probe, torch.complex64)
+        if p.ndim != 2 or p.shape[0] != p.shape[1]:
+            raise ValueError(f"ProbeIllumination: probe must be (N, N), got shape {tuple(p.shape)}")
+        if trainable:
+            self.probe = nn.Parameter(p)
+        else:
+            self.register_buffer("probe", p)
+        m = None if mask is None else _as_tensor(mask, torch.float32)
+        if m is not None and tuple(m.shape) != tuple(p.shape):
+            raise ValueError(f"ProbeIllumination: mask shape {tuple(m.shape)} != probe shape {tuple(p.shape)}")
+        self.register_buffer("mask", m)
+        if not math.isfinite(smoothing_sigma):
+            raise ValueError(f"ProbeIllumination: smoothing_sigma must be finite, got {smoothing_sigma}")
+        self.smoothing_sigma = float(smoothing_sigma)
+
+    @property
+    def N(self) -> int:
+        return int(self.probe.shape[-1])
+
+    def forward(self, patches: Tensor) -> Tensor:
+        return illuminate(patches, self.probe, mask=self.mask, smoothing_sigma=self.smoothing_sigma)
+
+    def extra_repr(self) -> str:
+        trainable = isinstance(self.probe, nn.Parameter)
+        return f"N={self.N}, mask={self.mask is not None}, smoothing_sigma={self.smoothing_sigma}, trainable={trainable}"
+
+
+__all__ = ["illuminate", "gaussian_smooth3", "ProbeIllumination"]

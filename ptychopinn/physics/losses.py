@@ -1,0 +1,122 @@
+"""Training losses (spec §4.7): Poisson negative log-likelihood, MAE, total variation.
+
+Units: intensities in photons (the model's Î = Â² and the observed y = (s·X)²), amplitudes in
+sqrt(photons). Every reduction returns a 0-d tensor.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+NLLForm = Literal["mean", "full_sum"]
+
+
+def _check_same_shape(name: str, a: Tensor, b: Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+
+
+def poisson_nll_elementwise(pred_intensity: Tensor, observed_intensity: Tensor) -> Tensor:
+    """Î − y·log Î per element (TF `log_poisson_loss(y, log Î, compute_full_loss=False)`).
+
+    No Stirling / lgamma term, so values can be negative. y·log Î is `xlogy`: 0 where y = 0
+    (even if Î = 0). Î must be > 0 where y > 0 (TF has no epsilon either). The gradient in Î is
+    1 − y/Î: zero at Î = y, and 1 (finite) where y = 0 and Î > 0.
+    """
+    _check_same_shape("poisson_nll", pred_intensity, observed_intensity)
+    return pred_intensity - torch.xlogy(observed_intensity, pred_intensity)
+
+
+def poisson_nll(
+    pred_intensity: Tensor,
+    observed_intensity: Tensor,
+    form: NLLForm = "mean",
+) -> Tensor:
+    """Poisson negative log-likelihood of observed counts y under predicted rates Î, a scalar.
+
+    pred_intensity, observed_intensity: same shape `(B, ...)`, e.g. `(B, C, N, N)`, photons.
+    form "mean" (Keras-3 era K1/K2): mean over ALL elements of Î − y·log Î.
+    form "full_sum" (SavedModel era S1): per sample b, Σ over the non-batch axes of
+    Î − y·log Î + lgamma(y + 1) (= −log Poisson(y; Î)), then the mean over the batch. Same
+    gradient direction as "mean", N²·C times larger.
+    """
+    elementwise = poisson_nll_elementwise(pred_intensity, observed_intensity)
+    if form == "mean":
+        return elementwise.mean()
+    if form == "full_sum":
+        if elementwise.ndim < 1:
+            raise ValueError("poisson_nll: form 'full_sum' needs a batch axis")
+        full = elementwise + torch.lgamma(observed_intensity + 1)
+        return full.reshape(full.shape[0], -1).sum(dim=1).mean()
+    raise ValueError(f"poisson_nll: form must be 'mean' or 'full_sum', got {form!r}")
+
+
+def mae(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error mean |pred − target| over all elements (Keras 'mean_absolute_error').
+
+    Complex inputs use the modulus of the complex difference.
+    """
+    _check_same_shape("mae", pred, target)
+    return torch.abs(pred - target).mean()
+
+
+def complex_mae(target: Tensor, pred: Tensor) -> Tensor:
+    """MAE of the amplitudes plus MAE of the phases (radians) of two complex tensors.
+
+    Argument order follows TF (`target` first). Phases are not unwrapped.
+    """
+    _check_same_shape("complex_mae", pred, target)
+    return mae(torch.abs(pred), torch.abs(target)) + mae(torch.angle(pred), torch.angle(target))
+
+
+def total_variation(obj: Tensor) -> Tensor:
+    """Σ of squared forward differences along the last two axes (rows and columns), summed over
+    every leading axis, of the real part plus the imaginary part (spec §4.7).
+
+    obj: `(..., H, W)` real or complex. Returns a 0-d real tensor (not normalised by size).
+    """
+    parts = (obj.real, obj.imag) if obj.is_complex() else (obj,)
+    total = obj.new_zeros((), dtype=parts[0].dtype)
+    for p in parts:
+        dy = p[..., 1:, :] - p[..., :-1, :]
+        dx = p[..., :, 1:] - p[..., :, :-1]
+        total = total + (dy**2).sum() + (dx**2).sum()
+    return total
+
+
+def realspace_loss(
+    pred: Tensor,
+    target: Tensor | None = None,
+    *,
+    tv_weight: float = 0.0,
+    mae_weight: float = 0.0,
+    center_mask: Tensor | None = None,
+) -> Tensor:
+    """TF `realspace_loss` on the trimmed object: tv_weight·TV(pred) + mae_weight·complex_mae.
+
+    pred, target: `(B, N, N)` complex object patches. center_mask: `(N, N)` real; when given
+    (TF: whenever probe.big is False) pred is multiplied by it first. Terms with weight 0 are
+    skipped (target may then be None). The caller multiplies by `realspace_weight`.
+    """
+    if center_mask is not None:
+        pred = pred * center_mask.to(device=pred.device, dtype=pred.real.dtype)
+    loss = pred.real.new_zeros(())
+    if tv_weight:
+        loss = loss + tv_weight * total_variation(pred)
+    if mae_weight:
+        if target is None:
+            raise ValueError("realspace_loss: mae_weight > 0 needs a target")
+        loss = loss + mae_weight * complex_mae(target, pred)
+    return loss
+
+
+__all__ = [
+    "poisson_nll",
+    "poisson_nll_elementwise",
+    "mae",
+    "complex_mae",
+    "total_variation",
+    "realspace_loss",
+]
