@@ -1,0 +1,109 @@
+"""Encoder and decoders of PtychoPINN (spec §3): one `nn.Conv2d` per legacy Keras Conv2D.
+
+Module paths (`encoder.blocks.{i}.conv1`, `decoder_amp.head1`, …) are those of
+`model.architecture`, which also fixes the Keras weight order.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from . import architecture as arch
+from .functional import amp_activation, border_mask, pad_centre, phase_activation
+
+
+def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """3×3, stride 1, 'same' (1-pixel zero pad), with bias: a Keras Conv2D(…, 3, padding='same')."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=True)
+
+
+class ConvPoolBlock(nn.Module):
+    """conv3x3 → ReLU → conv3x3 → ReLU → 2×2 max-pool: `(B, Cin, H, W)` → `(B, f, H/2, W/2)`."""
+
+    def __init__(self, in_channels: int, filters: int) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, filters)
+        self.conv2 = conv3x3(filters, filters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return F.max_pool2d(x, 2)
+
+
+class ConvUpBlock(nn.Module):
+    """conv3x3 → ReLU → conv3x3 → ReLU → nearest ×2 upsampling: `(B, Cin, H, W)` → `(B, f, 2H, 2W)`."""
+
+    def __init__(self, in_channels: int, filters: int) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, filters)
+        self.conv2 = conv3x3(filters, filters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class Encoder(nn.Module):
+    """`(B, C, N, N)` normalised amplitudes → `(B, E, 8, 8)` features."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        specs = arch.encoder_convs(config)
+        self.blocks = nn.ModuleList(
+            ConvPoolBlock(specs[2 * i].in_channels, f) for i, f in enumerate(arch.encoder_filters(config))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class Decoder(nn.Module):
+    """One decoder (amplitude or phase): `(B, E, 8, 8)` → `(B, Cout, N, N)` after its activation.
+
+    pad_object=True: x1 = act(head1(feat[:, :F−4])) zero-padded by N/4; with probe_big the
+    full-size branch adds swish(head2(x2_block(feat[:, F−4:]))) outside the centre square.
+    pad_object=False: act(head2(x2_block(feat))).
+    """
+
+    def __init__(self, config: ModelConfig, which: str) -> None:
+        super().__init__()
+        self.which = which
+        self.N = config.N
+        self.pad_object = config.pad_object
+        self.probe_big = config.probe_big
+        self.amp_activation_name = config.amp_activation
+        self.split = arch.decoder_features(config) - arch.X2_SPLIT
+        convs = arch.decoder_convs(config, which)
+        self.blocks = nn.ModuleList(
+            ConvUpBlock(convs[f"blocks.{j}.conv1"].in_channels, f) for j, f in enumerate(arch.decoder_filters(config))
+        )
+        if "head1" in convs:
+            self.head1 = conv3x3(convs["head1"].in_channels, convs["head1"].out_channels)
+        if "head2" in convs:
+            self.x2_block = ConvUpBlock(convs["x2_block.conv1"].in_channels, arch.x2_filters(config))
+            self.head2 = conv3x3(convs["head2"].in_channels, convs["head2"].out_channels)
+        if self.pad_object and self.probe_big:
+            self.register_buffer("border", border_mask(config.N), persistent=False)
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        if self.which == "amp":
+            return amp_activation(x, self.amp_activation_name)
+        return phase_activation(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        if not self.pad_object:
+            return self.activation(self.head2(self.x2_block(x)))
+        x1 = pad_centre(self.activation(self.head1(x[:, : self.split])), self.N)
+        if not self.probe_big:
+            return x1
+        x2 = F.silu(self.head2(self.x2_block(x[:, self.split :])))
+        return x1 + x2 * self.border
+
+
+__all__ = ["conv3x3", "ConvPoolBlock", "ConvUpBlock", "Encoder", "Decoder"]

@@ -1,0 +1,176 @@
+"""`PtychoPINN`: diffraction amplitudes → complex object → predicted diffraction (spec §4.3).
+
+    model = PtychoPINN(ModelConfig(gridsize=2), probe=probe)      # probe (N, N) complex64
+    out = model(x, offsets)            # x (B, C, N, N) sqrt-photons, offsets (B, C, 2) [x, y] px
+    out.object      # (B, N, N) complex64, the in-group reassembled object (TF `trimmed_obj`)
+    out.amplitude   # (B, C, N, N) float32, predicted amplitude Â in sqrt-photons
+    out.intensity   # (B, C, N, N) float32, Â² in photons
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import kernels, physics
+from ..config import ModelConfig
+from ..errors import ConfigError, DataError
+from .functional import combine_complex, crop_centre, pad_reconstruction
+from .layers import Decoder, Encoder
+
+#: nphotons assumed for the default intensity scale when none is given (spec §2.2, TF default).
+DEFAULT_NPHOTONS = 1e9
+#: Regulariser of the in-model reassembly normalisation (TF `mk_norm`, spec §4.4).
+REASSEMBLY_EPS = 1e-3
+
+
+class ModelOutput(NamedTuple):
+    """object `(B, N, N)` complex64; amplitude Â and intensity Â² `(B, C, N, N)` float32."""
+
+    object: torch.Tensor
+    amplitude: torch.Tensor
+    intensity: torch.Tensor
+
+
+def _as_probe(probe: torch.Tensor | np.ndarray, N: int) -> torch.Tensor:
+    """`(N, N)` complex64 tensor from an array or tensor; singleton axes (TF `(1, N, N, 1)`) are dropped."""
+    t = torch.as_tensor(np.asarray(probe)) if isinstance(probe, np.ndarray) else torch.as_tensor(probe)
+    t = t.detach().clone()
+    if t.ndim > 2:  # TF layouts (N, N, 1) and (1, N, N, 1)
+        t = t.squeeze()
+    if tuple(t.shape) != (N, N) or not (t.is_complex() or t.is_floating_point()):
+        raise ConfigError(f"PtychoPINN: key 'probe' must be ({N}, {N}) complex, got {tuple(t.shape)} {t.dtype}")
+    return t.to(torch.complex64)
+
+
+class PtychoPINN(nn.Module):
+    """The PtychoPINN autoencoder with its physics head (spec §3, §4.3).
+
+    config: the architecture; probe: `(N, N)` complex, the illumination (required by `forward`,
+    not by `predict_object`); intensity_scale: s, the sqrt-photon scale (default
+    sqrt(1e9)/(N/2)). Parameters: the convolutions (module paths in docs/model.md),
+    `log_intensity_scale` (log s, trained only when `config.intensity_scale_trainable`) and, when
+    `config.probe_trainable`, `probe`.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        probe: torch.Tensor | np.ndarray | None = None,
+        intensity_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder_amp = Decoder(config, "amp")
+        self.decoder_phase = Decoder(config, "phase")
+        if intensity_scale is None:
+            intensity_scale = physics.intensity_scale(DEFAULT_NPHOTONS, config.N)
+        intensity_scale = float(intensity_scale)
+        if not (intensity_scale > 0 and math.isfinite(intensity_scale)):
+            raise ConfigError(
+                f"PtychoPINN: key 'intensity_scale' must be a positive finite number, got {intensity_scale}"
+            )
+        self.log_intensity_scale = nn.Parameter(
+            torch.tensor(math.log(intensity_scale), dtype=torch.float32),
+            requires_grad=config.intensity_scale_trainable,
+        )
+        self.probe: torch.Tensor | None
+        self.register_buffer("probe", None)
+        support = torch.from_numpy(physics.probe_mask(config.N)) if config.probe_mask else None
+        self.register_buffer("probe_support", support, persistent=False)
+        if probe is not None:
+            self.set_probe(probe)
+
+    # -- state -------------------------------------------------------------------------------
+    def set_probe(self, probe: torch.Tensor | np.ndarray) -> None:
+        """Install the `(N, N)` complex probe (a Parameter when `config.probe_trainable`).
+
+        Replacing an existing probe copies in place, so optimisers keep their reference.
+        """
+        t = _as_probe(probe, self.config.N)
+        if self.probe is not None:
+            with torch.no_grad():
+                self.probe.copy_(t.to(device=self.probe.device, dtype=self.probe.dtype))
+            return
+        t = t.to(self.log_intensity_scale.device)
+        del self._buffers["probe"]
+        if self.config.probe_trainable:
+            self.probe = nn.Parameter(t)
+        else:
+            self.register_buffer("probe", t)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # A model built without a probe accepts the one stored in a state dict.
+        if self.probe is None and prefix + "probe" in state_dict:
+            self.set_probe(state_dict[prefix + "probe"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def intensity_scale(self) -> float:
+        """s = exp(log_intensity_scale), sqrt-photons per normalised amplitude unit."""
+        return float(torch.exp(self.log_intensity_scale.detach()).item())
+
+    # -- network -----------------------------------------------------------------------------
+    def _check_inputs(self, x: torch.Tensor, offsets: torch.Tensor) -> None:
+        N, C = self.config.N, self.config.channels
+        if x.ndim != 4 or tuple(x.shape[1:]) != (C, N, N):
+            raise DataError(f"PtychoPINN: input 'x' must be (B, {C}, {N}, {N}), got {tuple(x.shape)}")
+        if offsets.ndim != 3 or tuple(offsets.shape) != (x.shape[0], C, 2):
+            raise DataError(f"PtychoPINN: input 'offsets' must be ({x.shape[0]}, {C}, 2), got {tuple(offsets.shape)}")
+
+    def object_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel object patches `(B, Cout, N, N)` complex64 from x `(B, C, N, N)` sqrt-photons.
+
+        Cout = C when object_big, else 1 (spec §3 heads, before any reassembly).
+        """
+        z = self.encoder(x / torch.exp(self.log_intensity_scale))
+        amp, phase = self.decoder_amp(z), self.decoder_phase(z)
+        return combine_complex(amp, phase, self.config.combine)
+
+    def object_canvas(self, patches: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """The padded object `(B, P, P)`: in-group reassembly (object_big) or zero padding."""
+        cfg = self.config
+        if not cfg.object_big:
+            return pad_reconstruction(patches, cfg.padded_size)
+        return kernels.reassemble_patches(
+            patches, offsets, cfg.padded_size, eps=REASSEMBLY_EPS, recentre=cfg.recentre_offsets
+        )
+
+    def predict_object(self, x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """The reconstructed object `(B, N, N)` complex64 (TF `diffraction_to_obj`); no probe needed."""
+        offsets = offsets.to(dtype=x.dtype)
+        self._check_inputs(x, offsets)
+        canvas = self.object_canvas(self.object_patches(x), offsets)
+        return crop_centre(canvas, self.config.N)
+
+    def forward(self, x: torch.Tensor, offsets: torch.Tensor) -> ModelOutput:
+        """x `(B, C, N, N)` float32 sqrt-photons, offsets `(B, C, 2)` [x, y] px → `ModelOutput`."""
+        if self.probe is None:
+            raise ConfigError("PtychoPINN.forward: key 'probe' is not set; pass probe= or call set_probe()")
+        offsets = offsets.to(dtype=x.dtype)
+        self._check_inputs(x, offsets)
+        canvas = self.object_canvas(self.object_patches(x), offsets)
+        amplitude = self.diffraction_from_canvas(canvas, offsets)
+        return ModelOutput(crop_centre(canvas, self.config.N), amplitude, amplitude.square())
+
+    def diffraction_from_canvas(self, canvas: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """The physics head (spec §4.3 steps 5–9): Â `(B, C, N, N)` sqrt-photons.
+
+        canvas `(B, P, P)` complex object; offsets `(B, C, 2)` [x, y] px. Patches are cut at
+        +offsets, multiplied by the probe (smoothed/masked per config), diffracted and × s.
+        """
+        if self.probe is None:
+            raise ConfigError("PtychoPINN.forward: key 'probe' is not set; pass probe= or call set_probe()")
+        cfg = self.config
+        patches = kernels.extract_patches(canvas, offsets, cfg.N)
+        psi = physics.illuminate(
+            patches, self.probe, mask=self.probe_support, smoothing_sigma=cfg.gaussian_smoothing_sigma
+        )
+        return physics.diffract(psi) * torch.exp(self.log_intensity_scale)
+
+
+__all__ = ["PtychoPINN", "ModelOutput", "DEFAULT_NPHOTONS", "REASSEMBLY_EPS"]

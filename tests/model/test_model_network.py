@@ -1,0 +1,321 @@
+"""Behaviour of `PtychoPINN` beyond TF parity: oracle, gradients, sizes and switches."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ptychopinn.config import ModelConfig
+from ptychopinn.errors import ConfigError, DataError
+from ptychopinn.interop.keras_layout import keras_weight_shapes
+from ptychopinn.model import ModelOutput, PtychoPINN
+from ptychopinn.model.functional import combine_complex
+from tests.conftest import rel_l2
+
+
+def _probe(N: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    r = np.hypot(*np.meshgrid(np.arange(N) - N / 2, np.arange(N) - N / 2))
+    amp = np.exp(-((r / (N / 5)) ** 2))
+    return (amp * np.exp(1j * rng.uniform(-0.5, 0.5, (N, N)))).astype(np.complex64)
+
+
+def _model(seed: int = 0, **kw) -> PtychoPINN:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{"N": 64, "n_filters_scale": 1, **kw})
+    return PtychoPINN(cfg, probe=_probe(cfg.N, seed), intensity_scale=100.0)
+
+
+def _inputs(cfg: ModelConfig, B: int = 2, seed: int = 0, integer: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    x = 100.0 * torch.rand(B, cfg.channels, cfg.N, cfg.N, generator=g)
+    off = 6 * torch.rand(B, cfg.channels, 2, generator=g) - 3
+    return x, (off.round() if integer else off)
+
+
+# -- slow numpy oracle of the physics head (integer offsets: shifts are exact rolls) -----------
+def _shift(a: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Content moves +dx columns, +dy rows, zero fill (the translation convention)."""
+    out = np.zeros_like(a)
+    H, W = a.shape
+    out[max(dy, 0) : H + min(dy, 0), max(dx, 0) : W + min(dx, 0)] = a[max(-dy, 0) : H - max(dy, 0), max(-dx, 0) : W - max(dx, 0)]
+    return out
+
+
+def _oracle(model: PtychoPINN, x: torch.Tensor, offsets: torch.Tensor):
+    cfg = model.config
+    N, P = cfg.N, cfg.padded_size
+    k = (P - N) // 2
+    with torch.no_grad():
+        patches = model.object_patches(x).numpy().astype(np.complex128)
+    o = offsets.numpy().astype(int)
+    centre = np.zeros((N, N))
+    centre[N // 4 : 3 * N // 4, N // 4 : 3 * N // 4] = 1
+    support = np.ones((N, N))
+    if cfg.probe_mask:
+        t = np.arange(N) - N / 2 + 0.5
+        support = (np.hypot(t[:, None], t[None, :]) < N // 4).astype(float)
+    probe = model.probe.numpy().astype(np.complex128)
+    s = math.exp(float(model.log_intensity_scale))
+    objs, amps = [], []
+    for b in range(x.shape[0]):
+        num = sum(_shift(np.pad(patches[b, c], k), -o[b, c, 0], -o[b, c, 1]) for c in range(cfg.channels))
+        den = sum(_shift(np.pad(centre, k), -o[b, c, 0], -o[b, c, 1]) for c in range(cfg.channels)) + 1e-3
+        canvas = num / den
+        objs.append(canvas[k : k + N, k : k + N])
+        for c in range(cfg.channels):
+            patch = _shift(canvas, o[b, c, 0], o[b, c, 1])[k : k + N, k : k + N]
+            psi = probe * patch * support
+            amps.append(s * np.sqrt(np.abs(np.fft.fftshift(np.fft.fft2(psi))) ** 2 / N**2))
+    return np.stack(objs), np.stack(amps).reshape(x.shape)
+
+
+@pytest.mark.parametrize("probe_mask", [False, True])
+def test_forward_matches_numpy_oracle_gs2(probe_mask):
+    """Distinct patches and integer, non-zero-mean offsets: reassembly, extraction and diffraction
+    follow the sign conventions (a flipped sign or swapped [x, y] fails this test)."""
+    model = _model(gridsize=2, probe_mask=probe_mask, recentre_offsets=False)
+    x, off = _inputs(model.config, integer=True)
+    off[0, 0] = torch.tensor([3.0, -2.0])  # asymmetric: x ≠ y, not zero-mean
+    with torch.no_grad():
+        out = model(x, off)
+    obj, amp = _oracle(model, x, off)
+    assert rel_l2(out.object.numpy(), obj) < 1e-5
+    assert rel_l2(out.amplitude.numpy(), amp) < 1e-5
+    # the oracle is sensitive to the convention it checks
+    wrong_obj, _ = _oracle(model, x, -off)
+    assert rel_l2(out.object.numpy(), wrong_obj) > 1e-3
+    wrong_obj, _ = _oracle(model, x, off.flip(-1))
+    assert rel_l2(out.object.numpy(), wrong_obj) > 1e-3
+
+
+def test_recentre_offsets():
+    """K2 re-centring: a common shift of every offset in the batch does not move the object."""
+    model = _model(gridsize=2, recentre_offsets=True)
+    x, off = _inputs(model.config)
+    with torch.no_grad():
+        a = model.predict_object(x, off)
+        b = model.predict_object(x, off + torch.tensor([2.0, -1.0]))
+        plain = _model(gridsize=2, recentre_offsets=False)
+        c = plain.predict_object(x, off - off.reshape(-1, 2).mean(0))
+    assert rel_l2(b.numpy(), a.numpy()) < 1e-5
+    assert rel_l2(c.numpy(), a.numpy()) < 1e-5
+
+
+@pytest.mark.parametrize("gridsize", [1, 2])
+def test_shapes_and_dtypes(gridsize):
+    model = _model(gridsize=gridsize)
+    x, off = _inputs(model.config, B=3)
+    out = model(x, off)
+    C = gridsize**2
+    assert isinstance(out, ModelOutput)
+    assert out.object.shape == (3, 64, 64) and out.object.dtype == torch.complex64
+    assert out.amplitude.shape == (3, C, 64, 64) and out.amplitude.dtype == torch.float32
+    assert torch.equal(out.intensity, out.amplitude.square())
+    assert model.predict_object(x, off).shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("N", [128, 256])
+def test_large_N(N):
+    model = _model(N=N, gridsize=1)
+    x, off = _inputs(model.config, B=1)
+    with torch.no_grad():
+        out = model(x, off)
+    assert out.object.shape == (1, N, N) and out.amplitude.shape == (1, 1, N, N)
+    assert torch.isfinite(out.amplitude).all()
+    n_conv = sum(p.numel() for n, p in model.named_parameters() if n != "log_intensity_scale")
+    assert n_conv == sum(int(np.prod(s)) for s in keras_weight_shapes(model.config))
+
+
+def test_gradients_reach_every_parameter():
+    model = _model(gridsize=2, probe_trainable=True, intensity_scale_trainable=True)
+    assert isinstance(model.probe, torch.nn.Parameter)
+    x, off = _inputs(model.config)
+    out = model(x, off)
+    loss = (out.intensity.mean() - (x**2).mean()).abs() + out.object.abs().mean()
+    loss.backward()
+    names = [n for n, p in model.named_parameters()]
+    assert "probe" in names and "log_intensity_scale" in names
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_frozen_scale_and_probe_by_default():
+    model = _model(gridsize=1)
+    assert not model.log_intensity_scale.requires_grad
+    assert "probe" in dict(model.named_buffers()) and "probe" not in dict(model.named_parameters())
+    x, off = _inputs(model.config)
+    model(x, off).intensity.mean().backward()
+    assert model.log_intensity_scale.grad is None
+    assert all(p.grad is not None for n, p in model.named_parameters() if n != "log_intensity_scale")
+
+
+def test_gradcheck_offsets_float64():
+    """Analytic gradients w.r.t. the offsets (reassembly → extraction → diffraction) in float64.
+
+    The conv trunk does not depend on the offsets, so its patches are computed once.
+    """
+    model = _model(gridsize=2).double()
+    x, off = _inputs(model.config, B=1, seed=3)
+    with torch.no_grad():
+        patches = model.object_patches(x.double())
+    assert patches.dtype == torch.complex128
+    w = torch.rand(1, 4, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def f(o):
+        canvas = model.object_canvas(patches, o)
+        amplitude = model.diffraction_from_canvas(canvas, o)
+        return (amplitude * w).sum() + canvas.real.sum() - 0.5 * canvas.imag.sum()
+
+    assert torch.autograd.gradcheck(f, (off.double().requires_grad_(),), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name, fn",
+    [
+        ("sigmoid", lambda t: 1 / (1 + torch.exp(-t))),
+        ("swish", lambda t: t / (1 + torch.exp(-t))),
+        ("softplus", lambda t: torch.log1p(torch.exp(t))),
+        ("relu", lambda t: torch.clamp(t, min=0)),
+    ],
+)
+def test_amp_activation_variants(name, fn):
+    model = _model(gridsize=1, amp_activation=name, probe_big=False)
+    x, off = _inputs(model.config)
+    dec = model.decoder_amp
+    with torch.no_grad():
+        z = model.encoder(x / torch.exp(model.log_intensity_scale))
+        feat = z
+        for block in dec.blocks:
+            feat = block(feat)
+        expected = F.pad(fn(dec.head1(feat[:, :28])), (16, 16, 16, 16))
+        got = dec(z)
+        assert torch.allclose(got, expected, atol=1e-6)
+        phase = model.decoder_phase(z)
+        assert phase.abs().max() < math.pi
+        assert model(x, off).amplitude.shape == (2, 1, 64, 64)
+
+
+def test_probe_big_border():
+    """probe_big: the centre square comes from head1 only, the border from swish(head2(x2_block))."""
+    model = _model(gridsize=1)
+    x, _ = _inputs(model.config)
+    dec = model.decoder_amp
+    with torch.no_grad():
+        z = model.encoder(x / torch.exp(model.log_intensity_scale))
+        feat = z
+        for block in dec.blocks:
+            feat = block(feat)
+        x1 = torch.sigmoid(dec.head1(feat[:, :28]))
+        x2 = F.silu(dec.head2(dec.x2_block(feat[:, 28:])))
+        got = dec(z)
+    assert torch.allclose(got[..., 16:48, 16:48], x1, atol=1e-6)
+    border = torch.ones(64, 64, dtype=torch.bool)
+    border[16:48, 16:48] = False
+    assert torch.allclose(got[..., border], x2[..., border], atol=1e-6)
+
+
+def test_object_big_false():
+    model = _model(gridsize=2, object_big=False)
+    assert model.config.head_channels == 1
+    x, off = _inputs(model.config)
+    with torch.no_grad():
+        patches = model.object_patches(x)
+        out = model(x, off)
+    assert patches.shape == (2, 1, 64, 64)
+    assert torch.equal(out.object, patches[:, 0])  # pad then trim: the single patch itself
+    assert out.amplitude.shape == (2, 4, 64, 64)
+    # extraction at +offsets from the zero-padded patch: channel c sees the object shifted by o_c
+    _, amp = _oracle_object_small(model, patches, off.round())
+    with torch.no_grad():
+        got = model.diffraction_from_canvas(model.object_canvas(patches, off.round()), off.round())
+    assert rel_l2(got.numpy(), amp) < 1e-5
+
+
+def _oracle_object_small(model, patches, off):
+    N, k = 64, (model.config.padded_size - 64) // 2
+    canvas = np.pad(patches[:, 0].numpy().astype(np.complex128), ((0, 0), (k, k), (k, k)))
+    probe = model.probe.numpy().astype(np.complex128)
+    s = math.exp(float(model.log_intensity_scale))
+    o = off.numpy().astype(int)
+    amps = np.empty(tuple(off.shape[:2]) + (N, N))
+    for b in range(off.shape[0]):
+        for c in range(off.shape[1]):
+            psi = probe * _shift(canvas[b], o[b, c, 0], o[b, c, 1])[k : k + N, k : k + N]
+            amps[b, c] = s * np.abs(np.fft.fftshift(np.fft.fft2(psi))) / N
+    return canvas, amps
+
+
+def test_pad_object_false():
+    model = _model(gridsize=2, pad_object=False)
+    assert not hasattr(model.decoder_amp, "head1")
+    x, off = _inputs(model.config)
+    dec = model.decoder_phase
+    with torch.no_grad():
+        z = model.encoder(x / torch.exp(model.log_intensity_scale))
+        feat = z
+        for block in dec.blocks:
+            feat = block(feat)
+        expected = math.pi * torch.tanh(dec.head2(dec.x2_block(feat)))
+        assert torch.allclose(dec(z), expected, atol=1e-6)
+        out = model(x, off)
+    assert out.object.shape == (2, 64, 64) and out.amplitude.shape == (2, 4, 64, 64)
+
+
+def test_combine_modes_broadcast():
+    amp = torch.rand(2, 1, 8, 8)
+    phase = torch.rand(2, 4, 8, 8) - 0.5
+    polar = combine_complex(amp, phase, "polar")
+    additive = combine_complex(amp, phase, "additive")
+    assert polar.shape == additive.shape == (2, 4, 8, 8)
+    assert torch.allclose(polar.abs(), amp.expand(2, 4, 8, 8), atol=1e-6)
+    assert torch.allclose(polar.angle(), phase, atol=1e-6)
+    assert torch.equal(additive.real, amp.expand(2, 4, 8, 8)) and torch.equal(additive.imag, phase)
+    with pytest.raises(ValueError):
+        combine_complex(amp, phase, "cartesian")
+
+
+def test_probe_required_only_for_forward():
+    torch.manual_seed(0)
+    model = PtychoPINN(ModelConfig(N=64, n_filters_scale=1, gridsize=2))
+    x, off = _inputs(model.config)
+    assert model.predict_object(x, off).shape == (2, 64, 64)
+    with pytest.raises(ConfigError, match="probe"):
+        model(x, off)
+    assert "probe" not in model.state_dict()
+    model.set_probe(_probe(64)[None, :, :, None])  # TF layout (1, N, N, 1) accepted
+    assert model.state_dict()["probe"].shape == (64, 64)
+    assert model(x, off).amplitude.shape == (2, 4, 64, 64)
+    with pytest.raises(ConfigError, match=r"'probe' must be \(64, 64\)"):
+        model.set_probe(np.ones((32, 32), np.complex64))
+    trainable = _model(gridsize=1, probe_trainable=True)
+    param = trainable.probe
+    trainable.set_probe(2 * _probe(64))  # in place: an optimiser's reference stays valid
+    assert trainable.probe is param and torch.equal(param.detach(), torch.from_numpy(2 * _probe(64)))
+    fresh = PtychoPINN(ModelConfig(N=64, n_filters_scale=1, gridsize=2))  # no probe yet
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.probe, model.probe)
+    with torch.no_grad():
+        assert torch.equal(fresh(x, off).amplitude, model(x, off).amplitude)
+
+
+def test_default_intensity_scale_and_state_dict():
+    model = PtychoPINN(ModelConfig(N=64, n_filters_scale=1), probe=_probe(64))
+    assert model.intensity_scale == pytest.approx(math.sqrt(1e9) / 32, rel=1e-6)
+    keys = set(model.state_dict())
+    assert {"probe", "log_intensity_scale", "encoder.blocks.0.conv1.weight", "decoder_phase.head1.bias"} <= keys
+    assert not any("border" in k or "probe_support" in k for k in keys)  # derived, not stored
+    with pytest.raises(ConfigError, match="intensity_scale"):
+        PtychoPINN(ModelConfig(), intensity_scale=0.0)
+
+
+def test_input_validation():
+    model = _model(gridsize=2)
+    x, off = _inputs(model.config)
+    with pytest.raises(DataError, match="'x' must be"):
+        model(x[:, :1], off)
+    with pytest.raises(DataError, match="'offsets' must be"):
+        model(x, off[:, :, :1])
