@@ -1,0 +1,220 @@
+"""Whole-object stitching by bilinear splatting (push), and its exact adjoint (pull).
+
+Patch pixel `(r, c)` of an `h × w` patch centred at `[x, y]` lands at the canvas point
+`(x + c − w//2, y + r − h//2)` and is shared between the four surrounding canvas pixels with
+bilinear weights. For a pure translation these weights are the same for every pixel of a patch,
+so each patch is first pre-interpolated onto an `(h+1) × (w+1)` window (two dense separable
+steps, with off-canvas pixels given weight 0 so they are dropped one by one, never whole
+patches) and then added at integer canvas indices with `index_add_`. Work is chunked over
+patches: peak extra memory is `O(chunk · h · w)` on top of the canvas.
+"""
+from __future__ import annotations
+
+import torch
+
+from .translate import _real_dtype
+
+__all__ = ["stitch", "gather_patches", "normalize", "default_chunk_size"]
+
+_CHUNK_PIXELS = 1 << 21
+
+
+def default_chunk_size(h: int, w: int) -> int:
+    """Patches per chunk so that one chunk holds about 2M pre-interpolated pixels."""
+    return max(1, _CHUNK_PIXELS // ((h + 1) * (w + 1)))
+
+
+def _split_positions(positions: torch.Tensor, h: int, w: int, rdt: torch.dtype, device: torch.device):
+    """Integer top-left corner `(X0, Y0)` int64 and fractions `(fx, fy)` (dtype `rdt`) per patch."""
+    pos = positions.to(device=device, dtype=torch.float64)
+    base = torch.floor(pos)
+    frac = (pos - base).to(rdt)
+    base = base.detach().to(torch.int64)
+    return base[:, 0] - w // 2, base[:, 1] - h // 2, frac[:, 0], frac[:, 1]
+
+
+def _axis_index(start: torch.Tensor, length: int, size: int):
+    """Canvas coordinates `start + [0, length)` per patch `(k, length)` (clamped) and validity."""
+    coords = start[:, None] + torch.arange(length, device=start.device)
+    valid = (coords >= 0) & (coords < size)
+    return coords.clamp(0, size - 1), valid
+
+
+def _window_index(x0: torch.Tensor, y0: torch.Tensor, h1: int, w1: int, H: int, W: int):
+    """Flat canvas index `(k, h1, w1)` of each patch's window (clamped) and its validity mask."""
+    cols, vc = _axis_index(x0, w1, W)
+    rows, vr = _axis_index(y0, h1, H)
+    idx = rows[:, :, None] * W + cols[:, None, :]
+    return idx, vr[:, :, None] & vc[:, None, :]
+
+
+def _splat_cols(p: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, lanes: int) -> torch.Tensor:
+    """`p (k, h, w·lanes)` (pixels of `lanes` interleaved reals) -> `(k, h, (w+1)·lanes)`:
+    out[:, :, j] = c0[j]·p[j] + c1[j]·p[j−1] (pixel j); `c0, c1 (k, w+1)` weights."""
+    k, h, wl = p.shape
+    c0 = c0.repeat_interleave(lanes, dim=1)[:, None, :]
+    c1 = c1.repeat_interleave(lanes, dim=1)[:, None, :]
+    out = p.new_empty(k, h, wl + lanes)
+    out[..., :wl].copy_(p * c0[..., :wl])
+    out[..., wl:].zero_()
+    out[..., lanes:].add_(p * c1[..., lanes:])
+    return out
+
+
+def _splat_rows(t: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
+    """`t (k, h, m)` -> `(k, h+1, m)`: out[:, i] = r0[i]·t[i] + r1[i]·t[i−1]; `r0, r1 (k, h+1)`."""
+    k, h, m = t.shape
+    out = t.new_empty(k, h + 1, m)
+    out[:, :h].copy_(t * r0[:, :h, None])
+    out[:, h].zero_()
+    out[:, 1:].add_(t * r1[:, 1:, None])
+    return out
+
+
+def _push(p: torch.Tensor, fx, fy, vc, vr, lanes: int) -> torch.Tensor:
+    """Bilinear splat of `p (k, h, w·lanes)` (real, `lanes` interleaved values per pixel) onto
+    its `(k, h+1, (w+1)·lanes)` window. The per-patch fractions `fx, fy (k,)` and the window
+    validity `vc (k, w+1)`, `vr (k, h+1)` (off-canvas pixels get weight 0, i.e. are dropped)
+    are folded into separable weights."""
+    t = _splat_cols(p, (1 - fx)[:, None] * vc, fx[:, None] * vc, lanes)
+    return _splat_rows(t, (1 - fy)[:, None] * vr, fy[:, None] * vr)
+
+
+def _edge_weights(f: torch.Tensor, length: int) -> torch.Tensor:
+    """`(k, length+1)` splat weights of a row of ones: `[1−f, 1, …, 1, f]`."""
+    ones = torch.ones(f.shape[0], length - 1, dtype=f.dtype, device=f.device)
+    return torch.cat(((1 - f)[:, None], ones, f[:, None]), dim=1)
+
+
+def _pull(win: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    """Adjoint of the splat: window `(k, h+1, w+1)` -> `(k, h, w)` (bilinear pull)."""
+    ax = fx[:, None, None]
+    ay = fy[:, None, None]
+    t = (1 - ay) * win[:, :-1, :] + ay * win[:, 1:, :]
+    return (1 - ax) * t[:, :, :-1] + ax * t[:, :, 1:]
+
+
+def _check(patches_shape, positions: torch.Tensor, weights: torch.Tensor | None, name: str):
+    n = patches_shape[0]
+    if positions.shape != (n, 2):
+        raise ValueError(f"{name}: positions must be ({n}, 2) [x, y], got {tuple(positions.shape)}")
+    if weights is not None and weights.shape not in (tuple(patches_shape[1:]), tuple(patches_shape)):
+        raise ValueError(
+            f"{name}: weights must be {tuple(patches_shape[1:])} or {tuple(patches_shape)}, got {tuple(weights.shape)}"
+        )
+
+
+def stitch(
+    patches: torch.Tensor,
+    positions: torch.Tensor,
+    canvas_shape: tuple[int, int],
+    *,
+    weights: torch.Tensor | None = None,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Splat `patches (n, h, w)` (real or complex) onto an `(H, W)` canvas.
+
+    `positions (n, 2)` = `[x, y]` canvas pixels where patch pixel `(h//2, w//2)` lands (any float
+    dtype; split into integer and fractional parts in float64). Optional real `weights` `(h, w)`
+    or `(n, h, w)` multiply each pixel (e.g. a crop mask or |probe|²). Returns
+    `(numerator (H, W)` dtype of `patches`, `weight_sum (H, W)` real`)` with
+    `numerator = Σ splat(w · patch)`, `weight_sum = Σ splat(w)`. With `out=(num, den)` (contiguous)
+    the sums are accumulated into those tensors in place and returned. Differentiable w.r.t.
+    `patches` and `positions`. On CUDA the accumulation order (atomics) is not deterministic.
+    Non-finite patch values propagate (also from dropped pixels, into the nearest edge pixel).
+    """
+    if patches.dim() != 3:
+        raise ValueError(f"stitch: patches must be (n, h, w), got {tuple(patches.shape)}")
+    _check(patches.shape, positions, weights, "stitch")
+    n, h, w = patches.shape
+    H, W = int(canvas_shape[0]), int(canvas_shape[1])
+    rdt = _real_dtype(patches)
+    dev = patches.device
+    if out is None:
+        num = torch.zeros(H, W, dtype=patches.dtype, device=dev)
+        den = torch.zeros(H, W, dtype=rdt, device=dev)
+    else:
+        num, den = out
+        if num.shape != (H, W) or den.shape != (H, W):
+            raise ValueError(f"stitch: out tensors must be ({H}, {W}), got {tuple(num.shape)}, {tuple(den.shape)}")
+        if num.dtype != patches.dtype or den.dtype != rdt:
+            raise ValueError(f"stitch: out dtypes must be ({patches.dtype}, {rdt}), got ({num.dtype}, {den.dtype})")
+        if not (num.is_contiguous() and den.is_contiguous()):
+            raise ValueError("stitch: out tensors must be contiguous")
+    if n == 0:
+        return num, den
+    is_c = num.is_complex()
+    flat_num = torch.view_as_real(num).view(-1) if is_c else num.view(-1)
+    flat_den = den.view(-1)
+    chunk = chunk_size or default_chunk_size(h, w)
+    x0, y0, fx, fy = _split_positions(positions, h, w, rdt, dev)
+    L = 2 if is_c else 1
+    lane = torch.arange(L, device=dev)
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        k = e - s
+        cols, vc = _axis_index(x0[s:e], w + 1, W)
+        rows, vr = _axis_index(y0[s:e], h + 1, H)
+        vc = vc.to(rdt)
+        vr = vr.to(rdt)
+        p = patches[s:e]
+        if weights is not None:
+            wk = weights.to(rdt)
+            wk = wk.expand(k, h, w) if wk.dim() == 2 else wk[s:e]
+            p = p * wk
+            qw = _push(wk, fx[s:e], fy[s:e], vc, vr, 1)
+        else:
+            ax = _edge_weights(fx[s:e], w) * vc
+            ay = _edge_weights(fy[s:e], h) * vr
+            qw = ay[:, :, None] * ax[:, None, :]
+        pr = torch.view_as_real(p).reshape(k, h, w * L) if is_c else p
+        q = _push(pr, fx[s:e], fy[s:e], vc, vr, L)  # (k, h+1, (w+1)·L)
+        idx = rows[:, :, None] * W + cols[:, None, :]  # (k, h+1, w+1)
+        flat_den.index_add_(0, idx.reshape(-1), qw.reshape(-1))
+        if is_c:
+            idx = (rows * (W * L))[:, :, None] + (cols[:, :, None] * L + lane).reshape(k, 1, (w + 1) * L)
+        flat_num.index_add_(0, idx.reshape(-1), q.reshape(-1))
+    return num, den
+
+
+def gather_patches(
+    canvas: torch.Tensor,
+    positions: torch.Tensor,
+    size: int | tuple[int, int],
+    *,
+    weights: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Exact adjoint of `stitch`'s numerator: read `(n, h, w)` patches from `canvas (H, W)`.
+
+    Same geometry as `stitch` (patch pixel `(h//2, w//2)` at `positions[i]` = `[x, y]`): each
+    pixel is the bilinear pull of its four canvas neighbours, off-canvas neighbours count 0, then
+    multiplied by `weights` when given, so `⟨stitch(p)[0], q⟩ = ⟨p, gather_patches(q)⟩`.
+    """
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if canvas.dim() != 2:
+        raise ValueError(f"gather_patches: canvas must be (H, W), got {tuple(canvas.shape)}")
+    n = positions.shape[0]
+    _check((n, h, w), positions, weights, "gather_patches")
+    H, W = canvas.shape
+    rdt = _real_dtype(canvas)
+    x0, y0, fx, fy = _split_positions(positions, h, w, rdt, canvas.device)
+    flat = canvas.reshape(H * W)
+    zero = torch.zeros((), dtype=canvas.dtype, device=canvas.device)
+    chunk = chunk_size or default_chunk_size(h, w)
+    pieces = []
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        idx, valid = _window_index(x0[s:e], y0[s:e], h + 1, w + 1, H, W)
+        win = torch.where(valid, flat[idx], zero)
+        pieces.append(_pull(win, fx[s:e], fy[s:e]))
+    out = torch.cat(pieces, dim=0) if pieces else canvas.new_zeros(0, h, w)
+    if weights is not None:
+        out = out * weights.to(rdt)
+    return out
+
+
+def normalize(numerator: torch.Tensor, weight_sum: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """`numerator / (weight_sum + eps)` -> `(H, W)`, dtype of `numerator`."""
+    return numerator / (weight_sum + eps)
