@@ -10,9 +10,7 @@ so `import ptychopinn` works in the torch-free ONNX runner environment.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._lazy import lazy_exports
 from .errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 
 __version__ = "0.1.0"
@@ -35,18 +33,5 @@ _LAZY = {
     "save_model": "ptychopinn.io:save_model",
 }
 
-__all__ = sorted([*_LAZY, "DataError", "ModelFormatError", "ConfigError", "PtychoPINNError", "__version__"])
-
-
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'ptychopinn' has no attribute {name!r}")
-    module_name, attr = target.split(":")
-    value = getattr(importlib.import_module(module_name), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, _lazy_names = lazy_exports(__name__, _LAZY)
+__all__ = sorted([*_lazy_names, "DataError", "ModelFormatError", "ConfigError", "PtychoPINNError", "__version__"])

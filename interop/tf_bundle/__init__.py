@@ -4,8 +4,7 @@ Names resolve lazily (PEP 562) so that importing this package imports nothing he
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ptychopinn._lazy import lazy_exports
 
 #: public name → submodule (relative) that defines it
 _LAZY: dict[str, str] = {
@@ -16,17 +15,4 @@ _LAZY: dict[str, str] = {
     "Limits": ".safezip",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

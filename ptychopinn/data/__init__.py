@@ -6,8 +6,7 @@ torch-free ONNX runner can use `load_scan`, `group_scan` and `normalization_fact
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ptychopinn._lazy import lazy_exports
 
 _LAZY = {
     "Scan": "scan",
@@ -24,17 +23,4 @@ _LAZY = {
     "GroupDataset": "torch_dataset",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ptychopinn.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

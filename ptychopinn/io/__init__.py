@@ -9,8 +9,7 @@ not import torch; `save_model` / `load_model` / `resolve_device` do, on first us
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ptychopinn._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "save_model": "model_format",
@@ -33,17 +32,4 @@ _LAZY: dict[str, str] = {
     "decode_state": "tensor_codec",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ptychopinn.io' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

@@ -9,8 +9,7 @@ Names resolve lazily (PEP 562), so `ptychopinn.model.architecture` (the layer pl
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ptychopinn._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
@@ -27,17 +26,4 @@ _LAZY: dict[str, str] = {
     "keras_conv_order": "architecture",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ptychopinn.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

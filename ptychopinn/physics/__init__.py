@@ -11,8 +11,7 @@ Spec references: legacy-tf-model.md §2 (scales), §4.1 (probe), §4.3 steps 6�
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ptychopinn._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
@@ -36,17 +35,4 @@ _LAZY: dict[str, str] = {
     "photon_scale": "scaling",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ptychopinn.physics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

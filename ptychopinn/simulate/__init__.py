@@ -8,10 +8,7 @@ Names resolve lazily: `objects` and `scan` need only numpy/scipy; `forward` need
 """
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from ptychopinn._lazy import lazy_exports, make_callable
 
 _LAZY: dict[str, str] = {
     "lines_object": "objects",
@@ -25,31 +22,6 @@ _LAZY: dict[str, str] = {
     "validate_simulation_config": "forward",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ptychopinn.simulate' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
-
-
-class _CallableModule(types.ModuleType):
-    """`ptychopinn.simulate` is both this package and the function `ptychopinn.simulate(config)`.
-
-    Once the package is imported, Python binds the name on `ptychopinn` to the package, shadowing
-    the lazily exported function; calling the package therefore runs `forward.simulate`.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self, "simulate")(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)
+# `pp.simulate(config)` keeps working after `import ptychopinn.simulate` shadows the function.
+make_callable(__name__, "simulate")
