@@ -1,0 +1,162 @@
+"""`ptychopinn train`: train a model on a scan file and write a native model directory."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+
+HELP = "train a PtychoPINN model on a scan (NPZ/HDF5) and write a native model directory"
+
+_BOOL = argparse.BooleanOptionalAction
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Values are converted in run(): bad values (also from --config files) give one-line errors.
+    # None means "the config dataclass default".
+    a = parser.add_argument
+    a("--data", metavar="TRAIN.npz", help="training scan (NPZ or HDF5, scan contract)")
+    a("--out", metavar="MODEL_DIR", help="output model directory (also holds checkpoint/ and metrics.jsonl)")
+    a("--epochs", metavar="E", help="training epochs (default 50)")
+    a("--gridsize", metavar="G", help="patterns per group side, C = G² (default 1)")
+    a("--n-groups", metavar="K", help="number of groups (default: one per scan position)")
+    a("--neighbor-count", metavar="K", help="nearest neighbours considered per group (default 4)")
+    a("--batch-size", metavar="B", help="groups per batch (default 16)")
+    a("--nphotons", metavar="P", help="photons per pattern for the intensity scale (default 1e9; the scan's metadata wins)")
+    a("--n-filters-scale", metavar="F", help="width multiplier of the network (default 2)")
+    a("--seed", metavar="S", help="seed of grouping, weights and shuffling (default 0)")
+    a("--lr", metavar="LR", help="Adam learning rate (default 1e-3)")
+    a("--validation-fraction", metavar="F", help="fraction of scan positions (a region) held out (default 0.05)")
+    a("--model-type", metavar="TYPE", help="pinn (Poisson NLL, default) or supervised (MAE to objectGuess)")
+    a("--nll-form", metavar="FORM", help="Poisson NLL form: mean (Keras 3, default) or full_sum (SavedModel era)")
+    a("--mae-weight", metavar="W", help="weight of the diffraction-amplitude MAE term (default 0)")
+    a("--nll-weight", metavar="W", help="weight of the Poisson NLL term (default 1)")
+    a("--device", metavar="DEV", help="auto (default: CUDA when present), cpu, cuda, cuda:1, mps")
+    a("--amp", metavar="MODE", help="mixed precision: none (default), bf16 or fp16 (GPU)")
+    a("--num-workers", metavar="W", help="DataLoader worker processes (default 0)")
+    a("--deterministic", action=_BOOL, default=None, help="seed everything and use deterministic kernels")
+    a("--resume", action="store_true", default=False, help="continue from MODEL_DIR/checkpoint/")
+    a("--compile", action=_BOOL, default=None, help="torch.compile the model")
+    a("--probe-big", action=_BOOL, default=None, help="model the border outside the central N/2 (default on)")
+    a("--object-big", action=_BOOL, default=None, help="one object patch per channel (default on)")
+    a("--probe-mask", action=_BOOL, default=None, help="multiply the exit wave by the probe disc (default off)")
+    a("--amp-activation", metavar="ACT", help="amplitude activation: sigmoid (default), swish, softplus, relu")
+    a("--quiet", action="store_true", default=False, help="no progress bar and no per-epoch log lines")
+
+
+def number(flag: str, value: Any, kind: Callable[[Any], Any]) -> Any:
+    """`value` as int/float, or a one-line ConfigError naming the flag."""
+    try:
+        if kind is int:
+            as_float = float(value)
+            if not as_float.is_integer():
+                raise ValueError
+            return int(as_float)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{flag}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+
+
+def required_path(flag: str, value: Any, *, must_exist: bool = True) -> Path:
+    """The path given to `--flag` (ConfigError when missing; DataError-style message when absent)."""
+    if value in (None, ""):
+        raise ConfigError(f"--{flag} is required")
+    p = Path(str(value))
+    if must_exist and not p.exists():
+        raise ConfigError(f"--{flag}: {p} does not exist")
+    return p
+
+
+def build_config(cls: type, values: dict[str, Any]) -> Any:
+    """`cls(**values)` (None values dropped), turning ValueError into a one-line ConfigError."""
+    kwargs = {k: v for k, v in values.items() if v is not None}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{cls.__name__}: {exc}") from None
+
+
+def setup_logging(quiet: bool) -> None:
+    """INFO lines of the 'ptychopinn' logger on stderr (once)."""
+    logger = logging.getLogger("ptychopinn")
+    if not any(getattr(h, "_ptychopinn_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("ptychopinn: %(message)s"))
+        handler._ptychopinn_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _opt(flag: str, value: Any, kind: Callable[[Any], Any]) -> Any:
+    return None if value is None else number(flag, value, kind)
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(ModelConfig, DataConfig, TrainConfig) from the parsed flags."""
+    from ..config import DataConfig, ModelConfig, TrainConfig
+
+    gridsize = _opt("gridsize", args.gridsize, int)
+    model = build_config(
+        ModelConfig,
+        {
+            "gridsize": gridsize,
+            "n_filters_scale": _opt("n-filters-scale", args.n_filters_scale, int),
+            "probe_big": args.probe_big,
+            "object_big": args.object_big,
+            "probe_mask": args.probe_mask,
+            "amp_activation": None if args.amp_activation is None else str(args.amp_activation),
+        },
+    )
+    data = build_config(
+        DataConfig,
+        {
+            "gridsize": model.gridsize,
+            "n_groups": _opt("n-groups", args.n_groups, int),
+            "neighbor_count": _opt("neighbor-count", args.neighbor_count, int),
+            "seed": _opt("seed", args.seed, int),
+            "nphotons": _opt("nphotons", args.nphotons, float),
+        },
+    )
+    train = build_config(
+        TrainConfig,
+        {
+            "epochs": _opt("epochs", args.epochs, int),
+            "batch_size": _opt("batch-size", args.batch_size, int),
+            "learning_rate": _opt("lr", args.lr, float),
+            "validation_fraction": _opt("validation-fraction", args.validation_fraction, float),
+            "model_type": None if args.model_type is None else str(args.model_type),
+            "nll_form": None if args.nll_form is None else str(args.nll_form),
+            "mae_weight": _opt("mae-weight", args.mae_weight, float),
+            "nll_weight": _opt("nll-weight", args.nll_weight, float),
+            "seed": _opt("seed", args.seed, int),
+            "deterministic": args.deterministic,
+            "device": None if args.device is None else str(args.device),
+            "compile": args.compile,
+            "amp": None if args.amp is None else str(args.amp),
+            "num_workers": _opt("num-workers", args.num_workers, int),
+        },
+    )
+    return model, data, train
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    data_path = required_path("data", args.data)
+    out = required_path("out", args.out, must_exist=False)
+    model_cfg, data_cfg, train_cfg = configs_from_args(args)
+    setup_logging(args.quiet)
+    result = train(
+        data_path, model_cfg, data_cfg, train_cfg, out_dir=out, resume=bool(args.resume), progress=not args.quiet
+    )
+    last = result.history[-1] if result.history else {}
+    val = last.get("val_loss")
+    print(
+        f"wrote model to {out} ({len(result.history)} epochs; final loss {last.get('loss', float('nan')):.6g}"
+        + (f", val_loss {val:.6g}" if val is not None else "")
+        + f"; metrics in {out / 'metrics.jsonl'})"
+    )
+    return 0

@@ -1,0 +1,340 @@
+"""`reconstruct`: batched inference over a whole scan and stitching into one complex object.
+
+Each batch of groups goes through `model.predict_object` under `torch.inference_mode`; the
+central `crop × crop` of every object patch is splatted straight into a canvas accumulator with
+`kernels.stitch(out=...)` at the group centre, so memory is bounded by the canvas plus one batch.
+The canvas is the object frame (same shape as `objectGuess`) when the scan has an object and all
+group centres lie inside it; otherwise it is sized from the positions so that no patch is lost.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import ConfigError, DataError, ModelFormatError
+from ..train.inputs import as_scan, scan_label
+
+log = logging.getLogger("ptychopinn")
+
+StitchMode = Literal["barycentric", "tf"]
+#: seed of the grouping at inference (TF inference seeded numpy with 45)
+INFERENCE_SEED = 45
+#: TF's stitching crop at N = 64 (spec §4.6, `reassemble_position(M=20)`)
+TF_CROP = 20
+
+
+PatchWeight = Literal["probe", "uniform"]
+
+
+def default_crop(N: int) -> int:
+    """Side of the central patch region stitched by default: N/2 (the network's central square).
+
+    With the default |probe|² weighting the result hardly depends on the crop beyond the probe
+    (measured on a simulated lines object; docs/usage.md, "Stitching").
+    """
+    return N // 2
+
+
+def patch_weights(probe: np.ndarray, crop: int, kind: str) -> torch.Tensor | None:
+    """`(crop, crop)` float32 stitching weights: |probe|² of the central crop (normalised to max 1),
+    or None for uniform weights."""
+    if kind == "uniform":
+        return None
+    if kind != "probe":
+        raise ConfigError(f"weight must be 'probe' or 'uniform', got {kind!r}")
+    N = probe.shape[-1]
+    a = N // 2 - crop // 2
+    w = np.abs(np.asarray(probe)[a : a + crop, a : a + crop]).astype(np.float64) ** 2
+    if not w.max() > 0:
+        raise DataError("probeGuess is zero in the stitched region; use weight='uniform'")
+    return torch.from_numpy((w / w.max()).astype(np.float32))
+
+
+@dataclass
+class Reconstruction:
+    """The stitched object and what produced it.
+
+    object: `(H, W)` complex64, the reconstruction (zero where no patch landed);
+    weight: `(H, W)` float32, Σ of stitching weights (coverage; 0 outside the scan);
+    origin: `(x0, y0)` object-frame coordinates of canvas pixel (0, 0) (0, 0 in the object frame);
+    metrics: `metrics.evaluate` report against `scan.object` (covered region), or None;
+    centres: `(B, 2)` float64 group centres `[x, y]` in canvas pixels.
+    """
+
+    object: np.ndarray
+    weight: np.ndarray
+    origin: tuple[float, float]
+    metrics: dict[str, Any] | None
+    centres: np.ndarray
+    n_groups: int
+    crop: int
+    stitch: str
+    weight_kind: str
+    normalization_factor: float
+    intensity_scale: float
+    region: tuple[int, int, int, int] | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def amplitude(self) -> np.ndarray:
+        return np.abs(self.object)
+
+    @property
+    def phase(self) -> np.ndarray:
+        return np.angle(self.object)
+
+
+# -- model resolution -----------------------------------------------------------------------
+def is_legacy_bundle(path: Path) -> bool:
+    """True for a TensorFlow `wts.h5.zip`: a zip holding `manifest.dill` (at its root or one level down)."""
+    if not (path.is_file() and zipfile.is_zipfile(path)):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n == "manifest.dill" or n.endswith("/manifest.dill") and n.count("/") == 1 for n in zf.namelist())
+
+
+def load_any_model(model: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(module on `device`, saved extra info) from a module, a native model dir/zip or a legacy bundle."""
+    if isinstance(model, torch.nn.Module):
+        return model.to(device), dict(getattr(model, "extra_info", None) or {})
+    if not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(f"model must be a PtychoPINN, a model directory/zip or a wts.h5.zip, got {type(model).__name__}")
+    path = Path(model)
+    if not path.exists():
+        raise ModelFormatError(f"{path}: model not found")
+    if is_legacy_bundle(path):
+        try:
+            from ptychopinn.interop import load_tf_bundle  # lazy: the core never imports interop at import time
+        except ImportError as exc:
+            raise ModelFormatError(f"{path}: is a legacy TensorFlow bundle, but ptychopinn.interop.load_tf_bundle is unavailable ({exc})") from exc
+        bundle = load_tf_bundle(path)
+        module = bundle.model
+        extra = {"legacy_bundle": str(path)}
+        return module.to(device), extra
+    from .. import io
+
+    if not io.is_model_path(path):
+        raise ModelFormatError(f"{path}: not a ptychopinn model (a directory or .zip with config.json and model.safetensors) nor a legacy wts.h5.zip")
+    module = io.load_model(path, device=device)
+    info = io.read_model_info(path).extra
+    return module, dict(info or {})
+
+
+def _inference_data_config(model: torch.nn.Module, extra: dict[str, Any], data_config: DataConfig | None) -> DataConfig:
+    gridsize = int(model.config.gridsize)
+    if data_config is not None:
+        if data_config.gridsize != gridsize:
+            raise ConfigError(f"DataConfig.gridsize={data_config.gridsize} differs from the model's gridsize={gridsize}")
+        return data_config
+    saved = (extra.get("training") or {}).get("data_config") or {}
+    K = int(saved.get("neighbor_count", DataConfig().neighbor_count))
+    return DataConfig(gridsize=gridsize, neighbor_count=K, n_groups=None, seed=INFERENCE_SEED)
+
+
+# -- canvas geometry ------------------------------------------------------------------------
+def _canvas_geometry(centres: np.ndarray, crop: int, obj_shape: tuple[int, int] | None) -> tuple[tuple[int, int], np.ndarray]:
+    """(canvas shape (H, W), origin [x0, y0]) so that every crop lands fully on the canvas,
+    or the object's frame when all centres lie inside `obj_shape`."""
+    if obj_shape is not None:
+        H, W = obj_shape
+        inside = (centres[:, 0] >= 0) & (centres[:, 0] <= W - 1) & (centres[:, 1] >= 0) & (centres[:, 1] <= H - 1)
+        if inside.all():
+            return (int(H), int(W)), np.zeros(2)
+        log.warning("scan positions leave the objectGuess frame; the canvas is sized from the positions instead")
+    half = crop // 2
+    lo = np.floor(centres.min(axis=0)) - half - 1
+    hi = np.ceil(centres.max(axis=0)) + (crop - half) + 1
+    size = (hi - lo).astype(int)
+    return (int(size[1]), int(size[0])), lo
+
+
+def _covered_box(weight: np.ndarray, frac: float = 0.5) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1) bounding box of pixels with weight ≥ frac · max (None if empty)."""
+    if not weight.size or weight.max() <= 0:
+        return None
+    mask = weight >= frac * weight.max()
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+# -- main entry -----------------------------------------------------------------------------
+def reconstruct(
+    model: Any,
+    scan_or_path: Any,
+    *,
+    data_config: DataConfig | None = None,
+    batch_size: int = 64,
+    stitch: StitchMode = "barycentric",
+    crop: int | None = None,
+    weight: PatchWeight = "probe",
+    device: str | torch.device = "auto",
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> Reconstruction:
+    """Reconstruct the whole object of a scan with a trained model.
+
+    model: a `PtychoPINN`, a native model directory/zip (`io.load_model`) or a legacy TF
+    `wts.h5.zip` (via `ptychopinn.interop`). scan_or_path: a `Scan` or an NPZ/HDF5 path.
+    data_config: grouping (default: the model's gridsize, one group per position, seed 45).
+    stitch: "barycentric" (bilinear splat of the central `crop` pixels, default N/2, weighted
+    by the scan probe's |P|² when `weight="probe"` (default) or uniformly) or "tf" (TF
+    `reassemble_position(M=20)`, exact legacy numbers; holds all patches; `weight` ignored).
+    out_dir: when given, writes reconstruction.npz/.h5, PNGs and (with ground truth)
+    metrics.json + error map, atomically (the folder appears complete or not at all).
+    """
+    from .. import data
+    from ..io.device import resolve_device
+
+    if weight not in ("probe", "uniform"):
+        raise ConfigError(f"weight must be 'probe' or 'uniform', got {weight!r}")
+    if stitch not in ("barycentric", "tf"):
+        raise ConfigError(f"stitch must be 'barycentric' or 'tf', got {stitch!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    scan = as_scan(scan_or_path)
+    label = scan_label(scan)
+    net, extra = load_any_model(model, dev)
+    cfg = net.config
+    N = int(cfg.N)
+    if scan.N != N:
+        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}")
+    if crop is None:
+        crop = TF_CROP if stitch == "tf" else default_crop(N)
+    if not 1 <= int(crop) <= N:
+        raise ConfigError(f"crop must be in [1, {N}], got {crop}")
+    crop = int(crop)
+    dcfg = _inference_data_config(net, extra, data_config)
+    groups = data.group_scan(scan, dcfg)
+    if groups.n_groups == 0:
+        raise DataError(f"{label}: no groups to reconstruct")
+    factor = float(data.normalization_factor(scan.diffraction, groups.indices))
+    scale = float(net.intensity_scale)
+    dataset = data.GroupDataset(scan, groups, factor * scale)
+
+    obj_shape = tuple(scan.object.shape) if scan.object is not None else None
+    if stitch == "tf":
+        canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev)
+    else:
+        w = patch_weights(scan.probe, crop, weight)
+        canvas, weight_sum, origin, centres = _run_barycentric(net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress)
+
+    metrics = None
+    region = None
+    if scan.object is not None:
+        metrics, region = _metrics(canvas, weight_sum, origin, np.asarray(scan.object))
+    rec = Reconstruction(
+        object=canvas,
+        weight=weight_sum,
+        origin=(float(origin[0]), float(origin[1])),
+        metrics=metrics,
+        centres=centres,
+        n_groups=int(groups.n_groups),
+        crop=crop,
+        stitch=stitch,
+        weight_kind="uniform" if stitch == "tf" else weight,
+        normalization_factor=factor,
+        intensity_scale=scale,
+        region=region,
+    )
+    if out_dir is not None:
+        from .outputs import write_outputs
+
+        rec.paths = write_outputs(rec, Path(out_dir), truth=None if scan.object is None else np.asarray(scan.object))
+    return rec
+
+
+def _predict(net: torch.nn.Module, dataset: Any, n: int, batch_size: int, dev: torch.device):
+    """Yield (batch dict, object patches (b, N, N) complex64 on `dev`) over all groups in order."""
+    net.eval()
+    with torch.inference_mode():
+        for s in range(0, n, batch_size):
+            batch = dataset.batch(np.arange(s, min(s + batch_size, n)))
+            x = batch["x"].to(dev)
+            offsets = batch["offsets"].to(dev)
+            yield batch, net.predict_object(x, offsets).to(torch.complex64)
+
+
+def _centre_crop(patches: torch.Tensor, crop: int) -> torch.Tensor:
+    N = patches.shape[-1]
+    a = N // 2 - crop // 2
+    return patches[..., a : a + crop, a : a + crop]
+
+
+def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress):
+    from ..kernels import normalize
+    from ..kernels import stitch as kstitch
+
+    centres_all = np.asarray(groups.centres, dtype=np.float64)
+    (H, W), origin = _canvas_geometry(centres_all, crop, obj_shape)
+    num = torch.zeros(H, W, dtype=torch.complex64, device=dev)
+    den = torch.zeros(H, W, dtype=torch.float32, device=dev)
+    n = groups.n_groups
+    w = None if weights is None else weights.to(dev)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="reconstruct", unit="group", leave=False)
+    for batch, patches in _predict(net, dataset, n, batch_size, dev):
+        b = batch["index"].numpy()
+        pos = torch.from_numpy(centres_all[b] - origin).to(dev)
+        kstitch(_centre_crop(patches, crop).contiguous(), pos, (H, W), weights=w, out=(num, den))
+        if bar is not None:
+            bar.update(len(b))
+    if bar is not None:
+        bar.close()
+    obj = torch.where(den > 0, normalize(num, den, 1e-9), torch.zeros((), dtype=num.dtype, device=dev))
+    return obj.cpu().numpy().astype(np.complex64), den.cpu().numpy().astype(np.float32), origin, centres_all - origin
+
+
+def _run_tf(net, dataset, groups, batch_size, crop, dev):
+    """TF `reassemble_position(M=crop)` (holds all patches, as TF did)."""
+    from ptychopinn.interop.tf_compat import reassemble_position  # lazy: only this branch needs interop
+
+    n = groups.n_groups
+    patches = torch.cat([p.cpu() for _, p in _predict(net, dataset, n, batch_size, dev)])
+    centres = np.asarray(groups.centres, dtype=np.float64)
+    canvas = reassemble_position(patches.numpy(), centres, M=crop)
+    S = canvas.shape[0]
+    # canvas point (S/2, S/2) is the float32 mean of the centres (spec §4.6)
+    mean = centres.astype(np.float32).astype(np.float64).mean(axis=0)
+    origin = mean - S // 2
+    ones = torch.ones(n, crop, crop)
+    from ..kernels import stitch as kstitch
+
+    _, den = kstitch(ones, torch.from_numpy(centres - origin), (S, S))
+    return np.asarray(canvas, dtype=np.complex64), den.numpy().astype(np.float32), origin, centres - origin
+
+
+def _metrics(canvas: np.ndarray, weight: np.ndarray, origin: np.ndarray, truth: np.ndarray):
+    """metrics.evaluate on the covered bounding box, truth cut in the same frame (integer origin)."""
+    from ..metrics import evaluate
+
+    box = _covered_box(weight)
+    if box is None:
+        return None, None
+    r0, r1, c0, c1 = box
+    ox, oy = int(round(origin[0])), int(round(origin[1]))
+    # truth rows/cols matching the canvas box, clipped to the truth
+    tr0, tr1 = max(r0 + oy, 0), min(r1 + oy, truth.shape[0])
+    tc0, tc1 = max(c0 + ox, 0), min(c1 + ox, truth.shape[1])
+    if tr1 - tr0 < 16 or tc1 - tc0 < 16:
+        log.warning("reconstruction and ground truth overlap by less than 16 px; no metrics")
+        return None, None
+    rec = canvas[tr0 - oy : tr1 - oy, tc0 - ox : tc1 - ox]
+    ref = truth[tr0:tr1, tc0:tc1]
+    report = evaluate(rec, ref)
+    report["region"] = {"rows": [tr0, tr1], "cols": [tc0, tc1], "frame": "objectGuess"}
+    return report, (tr0, tr1, tc0, tc1)
+
+
+__all__ = ["reconstruct", "Reconstruction", "default_crop", "patch_weights", "is_legacy_bundle", "load_any_model", "INFERENCE_SEED", "TF_CROP"]

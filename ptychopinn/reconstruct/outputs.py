@@ -1,0 +1,57 @@
+"""Files of a reconstruction run, written into a folder that appears complete or not at all.
+
+reconstruction.npz (`object` (H, W) complex64, amplitude, phase) and reconstruction.h5 (the full
+canvas); amplitude.png / phase.png of the covered region (with colourbars); with ground truth
+also metrics.json and error_map.png (same region, after alignment).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.atomic import atomic_directory, atomic_save_json
+
+
+def _box(rec: Any) -> tuple[int, int, int, int]:
+    """Covered region (rows, cols) of the canvas, the whole canvas if nothing is covered."""
+    from .core import _covered_box
+
+    box = _covered_box(rec.weight)
+    return box if box is not None else (0, rec.object.shape[0], 0, rec.object.shape[1])
+
+
+def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None) -> dict[str, str]:
+    """Write the run's files into `out_dir` (replaced atomically); returns {name: final path}."""
+    from ..io import save_images, save_reconstruction
+
+    meta = {
+        "stitch": rec.stitch,
+        "crop": rec.crop,
+        "weight": rec.weight_kind,
+        "n_groups": rec.n_groups,
+        "origin": list(rec.origin),
+        "normalization_factor": rec.normalization_factor,
+        "intensity_scale": rec.intensity_scale,
+        "frame": "objectGuess" if rec.origin == (0.0, 0.0) else "positions - origin",
+    }
+    if rec.metrics is not None:
+        meta["metrics"] = {part: {k: rec.metrics[part][k] for k in ("ssim", "psnr", "ms_ssim")} for part in ("amplitude", "phase")}
+    written: dict[str, Path] = {}
+    with atomic_directory(out_dir) as tmp:
+        for k, p in save_reconstruction(tmp, rec.object, metadata=meta).items():
+            written[k] = p
+        if rec.metrics is not None and rec.region is not None and truth is not None:
+            r0, r1, c0, c1 = rec.region
+            oy, ox = int(round(rec.origin[1])), int(round(rec.origin[0]))
+            images = save_images(tmp, rec.object[r0 - oy : r1 - oy, c0 - ox : c1 - ox], truth=truth[r0:r1, c0:c1])
+            written["metrics"] = atomic_save_json(tmp / "metrics.json", rec.metrics)
+        else:
+            r0, r1, c0, c1 = _box(rec)
+            images = save_images(tmp, rec.object[r0:r1, c0:c1])
+        written.update(images)
+    return {k: str(out_dir / Path(p).name) for k, p in written.items()}
+
+
+__all__ = ["write_outputs"]

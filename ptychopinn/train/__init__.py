@@ -1,0 +1,27 @@
+"""Training workflow: `train(scan, model_config, data_config, train_config, out_dir=...)`.
+
+    import ptychopinn as pp
+    result = pp.train("train.npz", pp.ModelConfig(gridsize=2), pp.DataConfig(gridsize=2),
+                      pp.TrainConfig(epochs=10), out_dir="model")
+    result.model, result.history
+
+The package module itself is callable (forwards to `train`), so `pp.train(...)` works even after
+`import ptychopinn.train` has bound the submodule to the name `ptychopinn.train`.
+"""
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any
+
+from .loop import ADAM_EPS, CHECKPOINT_DIR, METRICS_FILE, TrainResult, train
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = ["train", "TrainResult", "CHECKPOINT_DIR", "METRICS_FILE", "ADAM_EPS"]

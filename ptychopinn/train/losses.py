@@ -1,0 +1,73 @@
+"""The training objective of one batch (spec §4.7), built from `ptychopinn.physics` losses.
+
+PINN: nll_weight·PoissonNLL(Î, x²) + mae_weight·MAE(Â, x) + realspace_weight·realspace(obj).
+Supervised: MAE of the predicted object patch against the ground-truth patch (amplitude MAE +
+phase MAE, `physics.complex_mae`), plus the optional real-space term.
+x is the model input `(B, C, N, N)` in sqrt-photons, so x² are the observed counts.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import physics
+from ..config import ModelConfig, TrainConfig
+
+
+def batch_loss(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    offsets: torch.Tensor,
+    labels: torch.Tensor | None,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    centre_mask: torch.Tensor | None = None,
+    autocast: Any = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss (0-d float32) and its named, weighted parts (detached 0-d tensors).
+
+    x `(B, C, N, N)` float32 sqrt-photons; offsets `(B, C, 2)` px; labels `(B, N, N)` complex64
+    ground-truth object patches at the group centres, or None. `autocast` is a context manager
+    factory (AMP) applied to the forward pass only; losses are evaluated in float32.
+    """
+    import contextlib
+
+    ctx = autocast() if autocast is not None else contextlib.nullcontext()
+    with ctx:
+        out = model(x, offsets)
+    obj = out.object.to(torch.complex64)
+    amplitude = out.amplitude.float()
+    intensity = out.intensity.float()
+    parts: dict[str, torch.Tensor] = {}
+    tc = train_config
+    if tc.model_type == "pinn":
+        if tc.nll_weight:
+            parts["nll"] = tc.nll_weight * physics.poisson_nll(intensity, x.square(), form=tc.nll_form)
+        if tc.mae_weight:
+            parts["mae"] = tc.mae_weight * physics.mae(amplitude, x)
+    else:  # supervised
+        assert labels is not None  # checked before training starts
+        parts["mae"] = physics.complex_mae(labels, obj)
+    if tc.realspace_weight and (tc.tv_weight or tc.realspace_mae_weight):
+        parts["realspace"] = tc.realspace_weight * physics.realspace_loss(
+            obj,
+            labels,
+            tv_weight=tc.tv_weight,
+            mae_weight=tc.realspace_mae_weight,
+            center_mask=None if model_config.probe_big else centre_mask,
+        )
+    if not parts:
+        raise ValueError("batch_loss: every loss weight is zero")
+    total = sum(parts.values())  # type: ignore[assignment]
+    return total, {k: v.detach() for k, v in parts.items()}
+
+
+def needs_labels(train_config: TrainConfig) -> bool:
+    """True when the objective compares against ground-truth object patches."""
+    tc = train_config
+    return tc.model_type == "supervised" or bool(tc.realspace_weight and tc.realspace_mae_weight)
+
+
+__all__ = ["batch_loss", "needs_labels"]
