@@ -10,6 +10,9 @@ from typing import Any
 _LAZY: dict[str, str] = {
     "read_tf_bundle": ".tf_bundle.reader",
     "TFBundle": ".tf_bundle.reader",
+    "load_tf_bundle": ".bundle_model",
+    "LegacyModel": ".bundle_model",
+    "write_tf_bundle": ".tf_bundle.writer",
 }
 
 __all__ = sorted(_LAZY)
