@@ -1,0 +1,4 @@
+"""`python -m benchmarks`: see `benchmarks.suite`."""
+from .suite import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The performance targets of GitHub issue 7, checked against one report (informational: the suite
+never fails on them; `met` is None when the rows needed were not measured)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in report["cases"]}
+
+
+def _ok(c: dict[str, Any] | None) -> bool:
+    return c is not None and c["status"] == "ok" and c["median_s"] is not None
+
+
+def _speedup(rows, cands: list[str], base: str) -> tuple[float | None, str]:
+    """Best speed-up of the measured candidates over `base` (both medians from this run)."""
+    b = rows.get(base)
+    if not _ok(b):
+        return None, f"({base} not measured)"
+    best, who = None, None
+    for n in cands:
+        c = rows.get(n)
+        if _ok(c):
+            r = b["median_s"] / c["median_s"]
+            if best is None or r > best:
+                best, who = r, n
+    return best, f"best: {who}" if who else "(no candidate measured)"
+
+
+def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = _rows(report)
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, desc: str, value: float | None, comparison: str, threshold: float, detail: str) -> None:
+        met = None if value is None else (value >= threshold if comparison == ">=" else value < threshold)
+        out.append({"name": name, "description": desc, "value": value, "comparison": comparison,
+                    "threshold": threshold, "met": met, "detail": detail})
+
+    g1 = "inference/n64_gs1"
+    v, d = _speedup(rows, [f"{g1}/eager_f32", f"{g1}/eager_f32_channels_last", f"{g1}/compiled_f32"], f"{g1}/tf")
+    add("inference_f32_vs_tf", "float32 inference N=64 gs1 vs TF (patterns/s ratio)", v, ">=", 1.3, d)
+    v, d = _speedup(rows, [f"{g1}/eager_bf16", f"{g1}/eager_bf16_channels_last", f"{g1}/compiled_bf16"], f"{g1}/tf")
+    errs = [rows[n]["metrics"].get("rel_l2_vs_eager_f32") for n in (f"{g1}/eager_bf16", f"{g1}/compiled_bf16") if _ok(rows.get(n))]
+    if errs:
+        d += f"; bf16 object rel L2 vs float32 {max(errs):.1e}"
+    add("inference_bf16_vs_tf", "bfloat16-autocast inference N=64 gs1 vs TF", v, ">=", 4.0, d)
+    t1 = "training/n64_gs1"
+    v, d = _speedup(rows, [f"{t1}/eager_f32", f"{t1}/eager_f32_channels_last", f"{t1}/compiled_f32"], f"{t1}/tf")
+    add("train_step_vs_tf", "one training step N=64 gs1 vs TF", v, ">=", 1.5, d)
+    s = rows.get("stitch/ours")
+    n = s["items"] if s else None
+    v, d = _speedup(rows, ["stitch/ours"], "stitch/tf")
+    add("stitch_vs_tf_reassemble_position", "reassemble_position vs TF's at 5,000 patches", v, ">=", 200.0,
+        d + (f"; measured at {n:.0f} patches" if n else ""))
+    big = [c for c in report["cases"] if c["name"].startswith("stitch_scale/ours/") and _ok(c)]
+    big.sort(key=lambda c: c["items"] or 0)
+    if big and (big[-1]["items"] or 0) >= 1_000_000:
+        add("stitch_1e6_peak_rss", "1,000,000 patches of 64x64: peak RSS (GB)", big[-1]["metrics"]["peak_rss_mb"] / 1024, "<", 2.0,
+            big[-1]["name"])
+    else:
+        add("stitch_1e6_peak_rss", "1,000,000 patches of 64x64: peak RSS (GB)", None, "<", 2.0,
+            f"(largest measured: {big[-1]['items']:.0f} patches)" if big else "(not measured)")
+    fr = [(c["metrics"].get("fraction_of_bandwidth"), c["name"]) for c in report["cases"]
+          if _ok(c) and (c["name"] == "stitch64/ours" or c["name"].startswith("stitch_scale/ours/"))]
+    fr = [x for x in fr if x[0] is not None]
+    best = max(fr) if fr else (None, "(not measured)")
+    add("stitch_bandwidth_fraction", "stitching bytes moved/s as a fraction of the copy bandwidth", best[0], ">=", 0.3, str(best[1]))
+    v, d = _speedup(rows, [f"{g1}/onnxruntime"], f"{g1}/eager_f32")
+    add("onnx_vs_eager", "ONNX Runtime vs torch eager float32 (N=64 gs1)", v, ">=", 1.0, d)
+    return out
+
+
+__all__ = ["evaluate_targets"]
