@@ -1,10 +1,16 @@
-"""In-model reassembly of a group's patches onto one padded canvas (spec §4.4, §4.5)."""
+"""In-model reassembly of a group's patches onto one padded canvas (spec §4.4, §4.5).
+
+Each zero-padded patch translated by `−(o_c − ō)` is `Ty_c · X_c · Tx_cᵀ` with rectangular
+`(P, N)` bilinear interpolation matrices (the zero padding is the matrices' missing columns), so
+the sum over a sample's `C` patches is one matmul with inner dimension `C·N`:
+`[Ty_1 X_1 … Ty_C X_C] · [Tx_1 … Tx_C]ᵀ`. The centre mask is an outer product `m mᵀ`, so the
+denominator is the rank-`C` product `[Ty_c m]_c · [Tx_c m]_cᵀ`.
+"""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .translate import _real_dtype, translate
+from .translate import _real_dtype, interp_matrix
 
 __all__ = ["center_mask", "reassemble_patches"]
 
@@ -19,15 +25,6 @@ def center_mask(N: int, *, dtype: torch.dtype = torch.float32, device: torch.dev
     mask = torch.zeros(N, N, dtype=dtype, device=device)
     mask[N // 4 : 3 * N // 4, N // 4 : 3 * N // 4] = 1
     return mask
-
-
-def _pad_to(x: torch.Tensor, size: int) -> torch.Tensor:
-    n = x.shape[-1]
-    lo = (size - n) // 2
-    hi = size - n - lo
-    if x.is_complex():
-        return torch.complex(F.pad(x.real, (lo, hi, lo, hi)), F.pad(x.imag, (lo, hi, lo, hi)))
-    return F.pad(x, (lo, hi, lo, hi))
 
 
 def reassemble_patches(
@@ -53,14 +50,34 @@ def reassemble_patches(
         raise ValueError(f"reassemble_patches: offsets must be {(B, C, 2)}, got {tuple(offsets.shape)}")
     if padded_size < N:
         raise ValueError(f"reassemble_patches: padded_size {padded_size} < N {N}")
+    P = padded_size
     rdt = _real_dtype(patches)
+    dev = patches.device
     o = offsets.to(rdt)
     if recentre:
         # Accurate mean, then rounded to the working dtype: a float32 running sum can be off by
         # an ulp of the offsets and move patches; TF's tree reduction is far closer to exact.
         o = o - offsets.reshape(B * C, 2).to(torch.float64).mean(dim=0).to(rdt)
     shifts = -o
-    num = translate(_pad_to(patches, padded_size), shifts).sum(dim=1)
-    mask = _pad_to(center_mask(N, dtype=rdt, device=patches.device), padded_size)
-    den = translate(mask, shifts).sum(dim=1) + eps
+    # Canvas pixel c samples the padded patch at c − shift; padded coordinate u is patch
+    # coordinate u − lo. Coordinates are formed exactly as translate() forms them.
+    lo = (P - N) // 2
+    grid = torch.arange(P, dtype=rdt, device=dev)
+    tx = interp_matrix(grid - shifts[..., 0:1], N, lo)  # (B, C, P, N)
+    ty = interp_matrix(grid - shifts[..., 1:2], N, lo)
+    txs = tx.transpose(1, 2).reshape(B, P, C * N)  # [Tx_1 … Tx_C]
+    if patches.is_complex():
+        parts = torch.view_as_real(patches).movedim(-1, 1)  # (B, 2, C, N, N)
+        left = ty.unsqueeze(1) @ parts  # (B, 2, C, P, N)
+        left = left.transpose(2, 3).reshape(B, 2, P, C * N)
+        num = left @ txs.transpose(-1, -2).unsqueeze(1)  # (B, 2, P, P)
+        num = torch.view_as_complex(num.movedim(1, -1).contiguous())
+    else:
+        left = (ty @ patches).transpose(1, 2).reshape(B, P, C * N)
+        num = left @ txs.transpose(-1, -2)
+    m = torch.zeros(N, dtype=rdt, device=dev)
+    m[N // 4 : 3 * N // 4] = 1
+    ay = (ty @ m).transpose(1, 2)  # (B, P, C)
+    ax = (tx @ m).transpose(1, 2)
+    den = ay @ ax.transpose(-1, -2) + eps
     return num / den

@@ -3,24 +3,26 @@
 Patch pixel `(r, c)` of an `h × w` patch centred at `[x, y]` lands at the canvas point
 `(x + c − w//2, y + r − h//2)` and is shared between the four surrounding canvas pixels with
 bilinear weights. For a pure translation these weights are the same for every pixel of a patch,
-so each patch is first pre-interpolated onto an `(h+1) × (w+1)` window (two dense separable
-steps, with off-canvas pixels given weight 0 so they are dropped one by one, never whole
-patches) and then added at integer canvas indices with `index_add_`. Work is chunked over
+so each patch is first pre-interpolated onto an `(h+1) × (w+1)` window (one depthwise 2×2
+convolution per chunk; off-canvas pixels get weight 0 so they are dropped one by one, never
+whole patches) and then added at integer canvas indices (int32 when they fit, built as one
+contiguous `base + offsets` add for patches fully inside) with one `index_add_` per chunk. Work is chunked over
 patches: peak extra memory is `O(chunk · h · w)` on top of the canvas.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .translate import _real_dtype
 
 __all__ = ["stitch", "gather_patches", "normalize", "default_chunk_size"]
 
-_CHUNK_PIXELS = 1 << 21
+_CHUNK_PIXELS = 1 << 20
 
 
 def default_chunk_size(h: int, w: int) -> int:
-    """Patches per chunk so that one chunk holds about 2M pre-interpolated pixels."""
+    """Patches per chunk so that one chunk holds about 1M pre-interpolated pixels (cache-friendly)."""
     return max(1, _CHUNK_PIXELS // ((h + 1) * (w + 1)))
 
 
@@ -48,36 +50,49 @@ def _window_index(x0: torch.Tensor, y0: torch.Tensor, h1: int, w1: int, H: int, 
     return idx, vr[:, :, None] & vc[:, None, :]
 
 
-def _splat_cols(p: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, lanes: int) -> torch.Tensor:
-    """`p (k, h, w·lanes)` (pixels of `lanes` interleaved reals) -> `(k, h, (w+1)·lanes)`:
-    out[:, :, j] = c0[j]·p[j] + c1[j]·p[j−1] (pixel j); `c0, c1 (k, w+1)` weights."""
-    k, h, wl = p.shape
-    c0 = c0.repeat_interleave(lanes, dim=1)[:, None, :]
-    c1 = c1.repeat_interleave(lanes, dim=1)[:, None, :]
-    out = p.new_empty(k, h, wl + lanes)
-    out[..., :wl].copy_(p * c0[..., :wl])
-    out[..., wl:].zero_()
-    out[..., lanes:].add_(p * c1[..., lanes:])
-    return out
+def _splat_window(p: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, vc: torch.Tensor, vr: torch.Tensor) -> torch.Tensor:
+    """Bilinear splat of `p (k, h, w, lanes)` (real; `lanes` values per pixel sharing the weights)
+    onto its `(k, h+1, w+1, lanes)` window.
+
+    Window pixel `(i, j)` gets `Σ wy·wx·p[i−a, j−b]` over `a, b ∈ {0, 1}` with `wy = (1−fy, fy)`,
+    `wx = (1−fx, fx)` (`fx, fy (k,)` per-patch fractions): one depthwise 2×2 convolution per
+    patch (dilated by `lanes` along the interleaved columns), i.e. a single pass over the data.
+    Window pixels off the canvas (`vc (k, w+1)`, `vr (k, h+1)` zero) get weight 0: dropped.
+    """
+    k, h, w, lanes = p.shape
+    ky = torch.stack((fy, 1 - fy), dim=1)
+    kx = torch.stack((fx, 1 - fx), dim=1)
+    kernel = (ky[:, :, None] * kx[:, None, :]).unsqueeze(1)  # (k, 1, 2, 2), cross-correlation order
+    q = F.conv2d(p.reshape(1, k, h, w * lanes), kernel, padding=(1, lanes), dilation=(1, lanes), groups=k)
+    q = q.view(k, h + 1, w + 1, lanes)
+    edge = (vc == 0).any(dim=1) | (vr == 0).any(dim=1)
+    needs_grad = torch.is_grad_enabled() and (p.requires_grad or fx.requires_grad or fy.requires_grad)
+    if needs_grad:
+        q = q * (vr[:, :, None] * vc[:, None, :]).unsqueeze(-1)
+    elif bool(edge.any()):
+        q[edge] *= (vr[edge][:, :, None] * vc[edge][:, None, :]).unsqueeze(-1)
+    return q
 
 
-def _splat_rows(t: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
-    """`t (k, h, m)` -> `(k, h+1, m)`: out[:, i] = r0[i]·t[i] + r1[i]·t[i−1]; `r0, r1 (k, h+1)`."""
-    k, h, m = t.shape
-    out = t.new_empty(k, h + 1, m)
-    out[:, :h].copy_(t * r0[:, :h, None])
-    out[:, h].zero_()
-    out[:, 1:].add_(t * r1[:, 1:, None])
-    return out
+def _flat_index(x0, y0, h1: int, w1: int, H: int, W: int, lanes: int, itype: torch.dtype) -> torch.Tensor:
+    """Flat index `(k, h1·w1·lanes)` into an `(H, W, lanes)` canvas of each patch's window.
 
-
-def _push(p: torch.Tensor, fx, fy, vc, vr, lanes: int) -> torch.Tensor:
-    """Bilinear splat of `p (k, h, w·lanes)` (real, `lanes` interleaved values per pixel) onto
-    its `(k, h+1, (w+1)·lanes)` window. The per-patch fractions `fx, fy (k,)` and the window
-    validity `vc (k, w+1)`, `vr (k, h+1)` (off-canvas pixels get weight 0, i.e. are dropped)
-    are folded into separable weights."""
-    t = _splat_cols(p, (1 - fx)[:, None] * vc, fx[:, None] * vc, lanes)
-    return _splat_rows(t, (1 - fy)[:, None] * vr, fy[:, None] * vr)
+    Patches whose window is fully inside take `base + rel` (one contiguous broadcast add);
+    the others get clamped coordinates (their off-canvas pixels carry weight 0).
+    """
+    dev = x0.device
+    lane = torch.arange(lanes, dtype=itype, device=dev)
+    rel = ((torch.arange(h1, dtype=itype, device=dev) * W)[:, None] + torch.arange(w1, dtype=itype, device=dev))
+    rel = (rel[:, :, None] * lanes + lane).reshape(-1)
+    base = ((y0 * W + x0) * lanes).to(itype)
+    idx = base[:, None] + rel
+    edge = (x0 < 0) | (x0 + w1 > W) | (y0 < 0) | (y0 + h1 > H)
+    if bool(edge.any()):
+        cols, _ = _axis_index(x0[edge], w1, W)
+        rows, _ = _axis_index(y0[edge], h1, H)
+        pix = (rows[:, :, None] * W + cols[:, None, :]).to(itype) * lanes
+        idx[edge] = (pix[..., None] + lane).reshape(pix.shape[0], -1)
+    return idx
 
 
 def _edge_weights(f: torch.Tensor, length: int) -> torch.Tensor:
@@ -150,12 +165,12 @@ def stitch(
     chunk = chunk_size or default_chunk_size(h, w)
     x0, y0, fx, fy = _split_positions(positions, h, w, rdt, dev)
     L = 2 if is_c else 1
-    lane = torch.arange(L, device=dev)
+    itype = torch.int32 if H * W * L < 2**31 - 1 else torch.int64
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         k = e - s
-        cols, vc = _axis_index(x0[s:e], w + 1, W)
-        rows, vr = _axis_index(y0[s:e], h + 1, H)
+        _, vc = _axis_index(x0[s:e], w + 1, W)
+        _, vr = _axis_index(y0[s:e], h + 1, H)
         vc = vc.to(rdt)
         vr = vr.to(rdt)
         p = patches[s:e]
@@ -163,18 +178,18 @@ def stitch(
             wk = weights.to(rdt)
             wk = wk.expand(k, h, w) if wk.dim() == 2 else wk[s:e]
             p = p * wk
-            qw = _push(wk, fx[s:e], fy[s:e], vc, vr, 1)
+            qw = _splat_window(wk.unsqueeze(-1), fx[s:e], fy[s:e], vc, vr)
         else:
             ax = _edge_weights(fx[s:e], w) * vc
             ay = _edge_weights(fy[s:e], h) * vr
             qw = ay[:, :, None] * ax[:, None, :]
-        pr = torch.view_as_real(p).reshape(k, h, w * L) if is_c else p
-        q = _push(pr, fx[s:e], fy[s:e], vc, vr, L)  # (k, h+1, (w+1)·L)
-        idx = rows[:, :, None] * W + cols[:, None, :]  # (k, h+1, w+1)
-        flat_den.index_add_(0, idx.reshape(-1), qw.reshape(-1))
+        pr = torch.view_as_real(p) if is_c else p.unsqueeze(-1)
+        q = _splat_window(pr, fx[s:e], fy[s:e], vc, vr)  # (k, h+1, w+1, L)
+        idx = _flat_index(x0[s:e], y0[s:e], h + 1, w + 1, H, W, 1, itype)
+        flat_den.index_add_(0, idx.view(-1), qw.reshape(-1))
         if is_c:
-            idx = (rows * (W * L))[:, :, None] + (cols[:, :, None] * L + lane).reshape(k, 1, (w + 1) * L)
-        flat_num.index_add_(0, idx.reshape(-1), q.reshape(-1))
+            idx = _flat_index(x0[s:e], y0[s:e], h + 1, w + 1, H, W, L, itype)
+        flat_num.index_add_(0, idx.view(-1), q.view(-1))
     return num, den
 
 
