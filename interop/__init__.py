@@ -2,8 +2,7 @@
 wrappers, legacy `params.cfg` keys, ONNX. Imports nothing heavy at package import time."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ptychopinn._lazy import lazy_exports
 
 #: public name → module (relative to this package) defining it, resolved on first access (PEP 562).
 #: Add entries here (e.g. load_tf_bundle / write_tf_bundle) to export more names lazily.
@@ -13,19 +12,8 @@ _LAZY: dict[str, str] = {
     "load_tf_bundle": ".bundle_model",
     "LegacyModel": ".bundle_model",
     "write_tf_bundle": ".tf_bundle.writer",
+    "export_onnx": ".onnx.export",
+    "run_onnx": ".onnx.runner",
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

@@ -12,7 +12,7 @@ a scan. Every entry is a string under a `ptychopinn.` key (visible in Netron / `
     input_units                 "sqrt_photons"
     grouping_seed, neighbor_count   DataConfig of inference grouping (n_groups = None)
     offsets                     "relative": −(coords − centres) per group, float32 [x, y]
-    stitch, stitch_crop, stitch_eps   "barycentric", central crop side, normaliser eps
+    stitch, stitch_crop, stitch_weight, stitch_eps   "barycentric", central crop side, "probe"|"uniform", normaliser eps
     inputs, outputs             "diffraction,offsets", "object_real,object_imag"
     output_parts                "real_imag"
     model_config                JSON of the ModelConfig (informative)
@@ -47,6 +47,8 @@ class OnnxModelInfo:
     neighbor_count: int
     grouping_seed: int
     stitch_crop: int
+    #: patch weighting of the barycentric stitcher: "probe" (|probe|² of the crop) or "uniform"
+    stitch_weight: str = "probe"
     stitch_eps: float = 1e-9
     padded_size: int = 0
     model_config: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +78,7 @@ class OnnxModelInfo:
             "offsets": "relative",
             "stitch": "barycentric",
             "stitch_crop": str(self.stitch_crop),
+            "stitch_weight": self.stitch_weight,
             "stitch_eps": repr(float(self.stitch_eps)),
             "inputs": ",".join(INPUTS),
             "outputs": ",".join(OUTPUTS),
@@ -137,6 +140,9 @@ def parse_props(props: Mapping[str, str], where: str) -> OnnxModelInfo:
     crop = _int(props, "stitch_crop", where, lo=1)
     if crop > N:
         raise ModelFormatError(f"{where}: metadata key '{PREFIX}stitch_crop' = {crop}, expected <= N = {N}")
+    weight = _get(props, "stitch_weight", where)
+    if weight not in ("probe", "uniform"):
+        raise ModelFormatError(f"{where}: metadata key '{PREFIX}stitch_weight' = {weight!r}, expected 'probe' or 'uniform'")
     try:
         model_config = json.loads(props.get(PREFIX + "model_config", "{}"))
     except json.JSONDecodeError:
@@ -148,6 +154,7 @@ def parse_props(props: Mapping[str, str], where: str) -> OnnxModelInfo:
         neighbor_count=_int(props, "neighbor_count", where, lo=1),
         grouping_seed=_int(props, "grouping_seed", where),
         stitch_crop=crop,
+        stitch_weight=weight,
         stitch_eps=_float(props, "stitch_eps", where),
         padded_size=_int(props, "padded_size", where),
         model_config=model_config if isinstance(model_config, dict) else {},

@@ -30,7 +30,9 @@ import numpy as np
 
 from ptychopinn.errors import ConfigError, DataError, PtychoPINNError
 
-from . import geometry, stitch_np
+from ptychopinn.reconstruct import geometry
+
+from . import stitch_np
 from .metadata import OnnxModelInfo
 from .session import open_session
 
@@ -170,6 +172,7 @@ def run_onnx(
     obj_shape = tuple(scan.object.shape) if scan.object is not None else None
     (H, W), origin = geometry.canvas_geometry(centres, crop, obj_shape)
     num, den = stitch_np.new_canvas((H, W), np.complex64)
+    weights = geometry.patch_weights(scan.probe, crop, info.stitch_weight)
     step = batch_size if chunk is None else max(batch_size, (chunk // batch_size) * batch_size)
     inference = 0.0
     for b, x, offsets in _batches(scan, groups, scale, batch_size, step):
@@ -179,7 +182,7 @@ def run_onnx(
         patches = np.empty(real.shape, dtype=np.complex64)
         patches.real, patches.imag = real, imag
         cropped = np.ascontiguousarray(geometry.centre_crop(patches, crop))
-        stitch_np.stitch(cropped, centres[b] - origin, (H, W), out=(num, den))
+        stitch_np.stitch(cropped, centres[b] - origin, (H, W), weights=weights, out=(num, den))
     covered = den > 0
     obj = num  # normalise in place: the canvas stays the only large array
     np.divide(num, den + np.float32(info.stitch_eps), out=obj)

@@ -5,23 +5,23 @@
     rec.object          # (H, W) complex64
     rec.metrics         # amplitude / phase ssim, psnr, ms_ssim, frc (when the scan has objectGuess)
 
-The package module itself is callable (forwards to `reconstruct`), so `pp.reconstruct(...)` works
-even after `import ptychopinn.reconstruct` has bound the submodule to that name.
+Names resolve lazily, so `ptychopinn.reconstruct.geometry` (numpy only) serves the torch-free
+ONNX runner. The package itself is callable (forwards to `reconstruct`), so `pp.reconstruct(...)`
+works even after `import ptychopinn.reconstruct` has bound the subpackage to that name.
 """
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
+from ptychopinn._lazy import lazy_exports, make_callable
 
-from .core import INFERENCE_SEED, TF_CROP, Reconstruction, default_crop, is_legacy_bundle, reconstruct
+_LAZY: dict[str, str] = {
+    "reconstruct": "core",
+    "Reconstruction": "core",
+    "is_legacy_bundle": "core",
+    "default_crop": "geometry",
+    "patch_weights": "geometry",
+    "INFERENCE_SEED": "geometry",
+    "TF_CROP": "geometry",
+}
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Reconstruction:
-        return reconstruct(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-
-__all__ = ["reconstruct", "Reconstruction", "default_crop", "is_legacy_bundle", "INFERENCE_SEED", "TF_CROP"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)
+make_callable(__name__, "reconstruct")

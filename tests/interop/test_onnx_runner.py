@@ -19,7 +19,8 @@ import torch
 from ptychopinn import data, io  # noqa: E402
 from ptychopinn.config import ModelConfig  # noqa: E402
 from ptychopinn.interop.onnx import export_onnx, run_onnx  # noqa: E402
-from ptychopinn.interop.onnx import geometry, stitch_np  # noqa: E402
+from ptychopinn.interop.onnx import stitch_np  # noqa: E402
+from ptychopinn.reconstruct import geometry  # noqa: E402
 from ptychopinn.interop.onnx.runner import main as runner_main  # noqa: E402
 from ptychopinn.kernels import stitch as torch_stitch  # noqa: E402
 from ptychopinn.model import PtychoPINN  # noqa: E402
