@@ -28,6 +28,7 @@ GROUPS: dict[str, str] = {
     "training": "cases_training",
     "scale": "cases_scale",
     "quality": "cases_quality",
+    "distributed": "cases_distributed",
 }
 REGENERATE = "python -m benchmarks --json benchmarks/results.json --markdown docs/benchmarks.md"
 

@@ -41,19 +41,27 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--n-groups: only supported with native models")
         g = read_model_info(model).config.gridsize
         data_config = DataConfig(gridsize=g, n_groups=number("n-groups", args.n_groups, int), seed=45)
-    setup_logging(args.quiet)
-    rec = reconstruct(
-        model,
-        data_path,
-        data_config=data_config,
-        batch_size=number("batch-size", args.batch_size, int),
-        stitch=str(args.stitch),  # type: ignore[arg-type]
-        crop=crop,
-        weight=str(args.weight),  # type: ignore[arg-type]
-        device=str(args.device),
-        out_dir=out,
-        progress=not args.quiet,
-    )
+    batch_size = number("batch-size", args.batch_size, int)
+    from ..distributed import session
+
+    # under torchrun: groups sharded across processes, canvases summed, rank 0 writes
+    with session(str(args.device)) as info:
+        main = info is None or info.is_main
+        setup_logging(args.quiet or not main)
+        rec = reconstruct(
+            model,
+            data_path,
+            data_config=data_config,
+            batch_size=batch_size,
+            stitch=str(args.stitch),  # type: ignore[arg-type]
+            crop=crop,
+            weight=str(args.weight),  # type: ignore[arg-type]
+            device=str(args.device),
+            out_dir=out,
+            progress=not args.quiet and main,
+        )
+    if not main:
+        return 0
     print(f"wrote {out / 'reconstruction.npz'} (object {rec.object.shape[0]}x{rec.object.shape[1]}, {rec.n_groups} groups)")
     if rec.metrics is not None:
         a, p = rec.metrics["amplitude"], rec.metrics["phase"]

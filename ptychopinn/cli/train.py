@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--gridsize", metavar="G", help="patterns per group side, C = G² (default 1)")
     a("--n-groups", metavar="K", help="number of groups (default: one per scan position)")
     a("--neighbor-count", metavar="K", help="nearest neighbours considered per group (default 4)")
-    a("--batch-size", metavar="B", help="groups per batch (default 16)")
+    a("--batch-size", metavar="B", help="groups per batch (default 16); under torchrun the GLOBAL batch, split across processes")
     a("--nphotons", metavar="P", help="photons per pattern for the intensity scale (default 1e9; the scan's metadata wins)")
     a("--n-filters-scale", metavar="F", help="width multiplier of the network (default 2)")
     a("--seed", metavar="S", help="seed of grouping, weights and shuffling (default 0)")
@@ -148,10 +148,17 @@ def run(args: argparse.Namespace) -> int:
     data_path = required_path("data", args.data)
     out = required_path("out", args.out, must_exist=False)
     model_cfg, data_cfg, train_cfg = configs_from_args(args)
-    setup_logging(args.quiet)
-    result = train(
-        data_path, model_cfg, data_cfg, train_cfg, out_dir=out, resume=bool(args.resume), progress=not args.quiet
-    )
+    from ..distributed import session
+
+    # under torchrun: one process group for the run (NCCL on GPUs, gloo on CPU); rank 0 reports
+    with session(train_cfg.device) as info:
+        main = info is None or info.is_main
+        setup_logging(args.quiet or not main)
+        result = train(
+            data_path, model_cfg, data_cfg, train_cfg, out_dir=out, resume=bool(args.resume), progress=not args.quiet and main
+        )
+    if not main:
+        return 0
     last = result.history[-1] if result.history else {}
     val = last.get("val_loss")
     print(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..errors import ConfigError, DataError, ModelFormatError
+from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 from ..train.inputs import as_scan, scan_label
 
 log = logging.getLogger("ptychopinn")
@@ -189,47 +189,48 @@ def reconstruct(
     `reassemble_position(M=20)`, exact legacy numbers; holds all patches; `weight` ignored).
     out_dir: when given, writes reconstruction.npz/.h5, PNGs and (with ground truth)
     metrics.json + error map, atomically (the folder appears complete or not at all).
-    """
-    from .. import data
-    from ..io.device import resolve_device
 
-    if weight not in ("probe", "uniform"):
-        raise ConfigError(f"weight must be 'probe' or 'uniform', got {weight!r}")
-    if stitch not in ("barycentric", "tf"):
-        raise ConfigError(f"stitch must be 'barycentric' or 'tf', got {stitch!r}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    dev = resolve_device(device)
-    scan = as_scan(scan_or_path)
-    label = scan_label(scan)
-    net, extra = load_any_model(model, dev)
-    cfg = net.config
-    N = int(cfg.N)
-    if scan.N != N:
-        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}")
-    if crop is None:
-        crop = TF_CROP if stitch == "tf" else default_crop(N)
-    if not 1 <= int(crop) <= N:
-        raise ConfigError(f"crop must be in [1, {N}], got {crop}")
-    crop = int(crop)
-    dcfg = _inference_data_config(net, extra, data_config)
-    groups = data.group_scan(scan, dcfg)
-    if groups.n_groups == 0:
-        raise DataError(f"{label}: no groups to reconstruct")
-    factor = float(data.normalization_factor(scan.diffraction, groups.indices))
+    Distributed (a `torch.distributed` default group is initialised, e.g. under `torchrun`):
+    each rank predicts and stitches a contiguous block of groups into its own numerator/weight
+    canvases, which are summed over ranks (all_reduce); every rank returns the same object,
+    rank 0 alone computes metrics and writes `out_dir`. Barycentric stitching only.
+    """
+    from .. import distributed as dist_
+
+    info = dist_.current()
+    error: BaseException | None = None
+    prepared: Any = None
+    try:
+        prepared = _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info)
+    except PtychoPINNError as exc:
+        error = exc
+    if info is not None:
+        dist_.agree(error)  # every rank raises when any rank's inputs are bad
+    elif error is not None:
+        raise error
+    scan, net, groups, crop, dev = prepared
+    if info is None:
+        factor = float(_normalization_factor(scan.diffraction, groups.indices))
+    else:  # each rank reads only its share of the patterns
+        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, dev))
     scale = float(net.intensity_scale)
-    dataset = data.GroupDataset(scan, groups, factor * scale)
+    from ..data import GroupDataset
+
+    dataset = GroupDataset(scan, groups, factor * scale)
+    main = info is None or info.is_main
 
     obj_shape = tuple(scan.object.shape) if scan.object is not None else None
     if stitch == "tf":
         canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev)
     else:
         w = patch_weights(scan.probe, crop, weight)
-        canvas, weight_sum, origin, centres = _run_barycentric(net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress)
+        canvas, weight_sum, origin, centres = _run_barycentric(
+            net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info
+        )
 
     metrics = None
     region = None
-    if scan.object is not None:
+    if scan.object is not None and main:
         metrics, region = _metrics(canvas, weight_sum, origin, np.asarray(scan.object))
     rec = Reconstruction(
         object=canvas,
@@ -248,15 +249,68 @@ def reconstruct(
     if out_dir is not None:
         from .outputs import write_outputs
 
-        rec.paths = write_outputs(rec, Path(out_dir), truth=None if scan.object is None else np.asarray(scan.object))
+        truth = None if scan.object is None else np.asarray(scan.object)
+        if info is None:
+            rec.paths = write_outputs(rec, Path(out_dir), truth=truth)
+        else:
+            write_error: BaseException | None = None
+            if main:
+                try:
+                    rec.paths = write_outputs(rec, Path(out_dir), truth=truth)
+                except (PtychoPINNError, OSError) as exc:
+                    write_error = exc if isinstance(exc, PtychoPINNError) else ConfigError(f"{out_dir}: writing the reconstruction failed: {exc}")
+            dist_.agree(write_error)  # also a barrier: the files exist when any rank returns
     return rec
 
 
-def _predict(net: torch.nn.Module, dataset: Any, n: int, batch_size: int, dev: torch.device):
-    """Yield (batch dict, object patches (b, N, N) complex64 on `dev`) over all groups in order."""
+def _normalization_factor(diffraction: Any, indices: np.ndarray) -> Any:
+    """`data.normalization_factor` (single process)."""
+    from ..data import normalization_factor
+
+    return normalization_factor(diffraction, indices)
+
+
+def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info):
+    """Validated (scan, module, groups, crop, device); identical answers on every rank."""
+    from .. import data
+    from .. import distributed as dist_
+    from ..io.device import resolve_device
+
+    if weight not in ("probe", "uniform"):
+        raise ConfigError(f"weight must be 'probe' or 'uniform', got {weight!r}")
+    if stitch not in ("barycentric", "tf"):
+        raise ConfigError(f"stitch must be 'barycentric' or 'tf', got {stitch!r}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if info is not None and stitch == "tf":
+        raise ConfigError("stitch='tf' (legacy reassemble_position) runs in one process only; use stitch='barycentric' under torchrun")
+    dev = resolve_device(device) if info is None else dist_.rank_device(device, info.local_rank)
+    scan = as_scan(scan_or_path)
+    label = scan_label(scan)
+    net, extra = load_any_model(model, dev)
+    cfg = net.config
+    N = int(cfg.N)
+    if scan.N != N:
+        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}")
+    if crop is None:
+        crop = TF_CROP if stitch == "tf" else default_crop(N)
+    if not 1 <= int(crop) <= N:
+        raise ConfigError(f"crop must be in [1, {N}], got {crop}")
+    crop = int(crop)
+    dcfg = _inference_data_config(net, extra, data_config)
+    groups = data.group_scan(scan, dcfg)
+    if groups.n_groups == 0:
+        raise DataError(f"{label}: no groups to reconstruct")
+    if info is not None and info.world_size > groups.n_groups:
+        raise DataError(f"{label}: {groups.n_groups} groups for {info.world_size} processes; use fewer processes")
+    return scan, net, groups, crop, dev
+
+
+def _predict(net: torch.nn.Module, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):
+    """Yield (batch dict, object patches (b, N, N) complex64 on `dev`) over groups [start, n) in order."""
     net.eval()
     with torch.inference_mode():
-        for s in range(0, n, batch_size):
+        for s in range(start, n, batch_size):
             batch = dataset.batch(np.arange(s, min(s + batch_size, n)))
             x = batch["x"].to(dev)
             offsets = batch["offsets"].to(dev)
@@ -269,7 +323,8 @@ def _centre_crop(patches: torch.Tensor, crop: int) -> torch.Tensor:
     return patches[..., a : a + crop, a : a + crop]
 
 
-def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress):
+def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress, info=None):
+    """Stitch every group (distributed: this rank's contiguous block, then canvases summed)."""
     from ..kernels import normalize
     from ..kernels import stitch as kstitch
 
@@ -277,14 +332,18 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
     (H, W), origin = _canvas_geometry(centres_all, crop, obj_shape)
     num = torch.zeros(H, W, dtype=torch.complex64, device=dev)
     den = torch.zeros(H, W, dtype=torch.float32, device=dev)
-    n = groups.n_groups
+    start, stop = 0, groups.n_groups
+    if info is not None:
+        from ..distributed import contiguous_shard
+
+        start, stop = contiguous_shard(groups.n_groups, info.rank, info.world_size)
     w = None if weights is None else weights.to(dev)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc="reconstruct", unit="group", leave=False)
-    for batch, patches in _predict(net, dataset, n, batch_size, dev):
+        bar = tqdm(total=stop - start, desc="reconstruct", unit="group", leave=False)
+    for batch, patches in _predict(net, dataset, stop, batch_size, dev, start):
         b = batch["index"].numpy()
         pos = torch.from_numpy(centres_all[b] - origin).to(dev)
         kstitch(_centre_crop(patches, crop).contiguous(), pos, (H, W), weights=w, out=(num, den))
@@ -292,6 +351,11 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
             bar.update(len(b))
     if bar is not None:
         bar.close()
+    if info is not None:  # Σ over ranks of the numerator and weight canvases
+        from ..distributed import all_reduce_sum
+
+        all_reduce_sum(torch.view_as_real(num))
+        all_reduce_sum(den)
     obj = torch.where(den > 0, normalize(num, den, 1e-9), torch.zeros((), dtype=num.dtype, device=dev))
     return obj.cpu().numpy().astype(np.complex64), den.cpu().numpy().astype(np.float32), origin, centres_all - origin
 

@@ -23,7 +23,7 @@ import torch
 
 from .. import physics
 from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict
-from ..errors import ConfigError, DataError, ModelFormatError
+from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 from . import state as st
 from .inputs import as_scan, normalised_probe, resolve_nphotons, scan_label
 from .losses import batch_loss, needs_labels
@@ -77,14 +77,6 @@ class _BatchView(torch.utils.data.Dataset):
 
     def __getitem__(self, which: list[int]) -> dict[str, torch.Tensor]:
         return self.dataset.batch(which)
-
-
-def _loader(dataset: Any, order: np.ndarray, batch_size: int, num_workers: int, pin: bool) -> torch.utils.data.DataLoader:
-    """Batches of `dataset` in the given group order (no shuffling inside: order is the RNG's)."""
-    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    return torch.utils.data.DataLoader(
-        _BatchView(dataset), batch_size=None, sampler=batches, num_workers=num_workers, pin_memory=pin
-    )
 
 
 def _validate(tc: TrainConfig) -> None:
@@ -253,25 +245,40 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
 
 def _evaluate(
     model: torch.nn.Module,
-    loader: Any,
+    dataset: Any,
+    val_idx: np.ndarray,
+    batch_size: int,
+    num_workers: int,
+    pin: bool,
     device: torch.device,
     model_config: ModelConfig,
     tc: TrainConfig,
     centre_mask: torch.Tensor | None,
     autocast: Any,
     labels_of: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
+    info: Any = None,
 ) -> float:
-    """Mean loss over the batches of `loader` (weighted by batch size), no gradients."""
+    """Mean loss over the batches of `val_idx` (weighted by batch size), no gradients.
+
+    Distributed: the same global batches, each split across ranks and summed (`_global_loss`),
+    so the value equals the single-process one.
+    """
+    plan = _shards(np.asarray(val_idx), batch_size, info)
+    loader = _loader_of(dataset, [p[0] for p in plan], num_workers, pin)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     with torch.no_grad():
-        for batch in loader:
+        for batch, (_, mean_w, sum_w, B) in zip(loader, plan):
             x = batch["x"].to(device, non_blocking=True)
             offsets = batch["offsets"].to(device, non_blocking=True)
             labels = labels_of(batch).to(device) if labels_of is not None else None
-            loss, _ = batch_loss(model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast)
-            total += loss.double() * x.shape[0]
-            count += x.shape[0]
+            loss, parts = batch_loss(
+                model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast,
+                mean_weight=mean_w, sum_weight=sum_w,
+            )
+            batch_total, _ = _global_loss(loss, parts, info)
+            total += batch_total * B
+            count += B
     return float(total) / max(count, 1)
 
 
@@ -307,8 +314,54 @@ def train(
     config.json) there; nothing is created before the inputs are validated. `resume=True`
     continues from `out_dir/checkpoint/` exactly (same weights as an uninterrupted run when
     `deterministic`).
+
+    Distributed (a `torch.distributed` default group is initialised, e.g. under `torchrun`):
+    `batch_size` is the GLOBAL batch; every rank draws the same seeded permutation, takes the
+    rank-strided slice of each global batch, weights its loss by its share of the batch, and
+    DistributedDataParallel averages the gradients, so the model equals the single-process one up
+    to float reduction order. Only rank 0 writes files, logs and shows progress.
     """
+    from .. import distributed as dist_
+
+    info = dist_.current()
+    error: BaseException | None = None
+    try:
+        setup = _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info)
+    except PtychoPINNError as exc:
+        error, setup = exc, None
+    if info is not None:
+        dist_.agree(error)  # every rank raises when any rank's inputs are bad
+    elif error is not None:
+        raise error
+    assert setup is not None
+    return _run(setup, info, progress)
+
+
+@dataclass
+class _Setup:
+    """Validated inputs of one training run (see `train`)."""
+
+    model_config: ModelConfig
+    data_config: DataConfig
+    tc: TrainConfig
+    out: Path | None
+    resume: bool
+    scan: Any
+    label: str
+    use_labels: bool
+    groups: Any
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    probe: np.ndarray
+    nphotons: float
+    scale: float
+    device: torch.device
+
+
+def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info) -> _Setup:
+    """Validate everything that can be checked without collectives (all ranks, same answers)."""
     from .. import data
+    from .. import distributed as dist_
     from ..io.device import resolve_device
 
     model_config = model_config or ModelConfig()
@@ -339,22 +392,69 @@ def train(
     train_idx, val_idx = data.split_by_region(groups, tc.validation_fraction)
     if train_idx.size == 0:
         raise DataError(f"{label}: no training groups left after the validation split ({groups.n_groups} groups)")
-    if tc.validation_fraction > 0 and val_idx.size == 0:
+    if tc.validation_fraction > 0 and val_idx.size == 0 and (info is None or info.is_main):
         log.warning("validation split produced no groups; the LR schedule follows the training loss")
-    factor = float(data.normalization_factor(scan.diffraction, groups.indices))
+    if info is not None:
+        W = info.world_size
+        if W > tc.batch_size:
+            raise ConfigError(
+                f"TrainConfig.batch_size={tc.batch_size} is the global batch and must be >= the world size {W} (each process needs a share)"
+            )
+        if W > train_idx.size:
+            raise DataError(f"{label}: {train_idx.size} training groups for {W} processes; use fewer processes")
     nphotons = resolve_nphotons(scan, data_config)
     scale = physics.intensity_scale(nphotons, model_config.N)
     probe = normalised_probe(scan, getattr(model_config, "probe_scale", 4.0))
-    device = resolve_device(tc.device)
+    device = resolve_device(tc.device) if info is None else dist_.rank_device(tc.device, info.local_rank)
     if tc.amp == "fp16" and device.type == "cpu":
         raise ConfigError("TrainConfig.amp='fp16' needs a GPU; use amp='bf16' on CPU")
+    return _Setup(model_config, data_config, tc, out, resume, scan, label, use_labels, groups, train_idx, val_idx, probe, nphotons, scale, device)
 
+
+def _shards(order: np.ndarray, batch_size: int, info: Any) -> list[tuple[list[int], float, float, int]]:
+    """Per global batch of `order`: (this rank's groups, mean weight b/B, sum weight, B).
+
+    Single process: the whole batch with weights 1. Distributed: the rank-strided slice; an
+    empty slice becomes the batch's first group with weights 0 (every rank must take part in
+    each gradient all-reduce).
+    """
+    from .. import distributed as dist_
+
+    plan = []
+    for i in range(0, len(order), batch_size):
+        g = order[i : i + batch_size]
+        B = len(g)
+        if info is None:
+            plan.append((g.tolist(), 1.0, 1.0, B))
+            continue
+        mine = dist_.shard_batch(g, info.rank, info.world_size)
+        if mine.size:
+            plan.append((mine.tolist(), mine.size / B, 1.0, B))
+        else:
+            plan.append(([int(g[0])], 0.0, 0.0, B))
+    return plan
+
+
+def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
+    """The training loop proper (single process or one rank of a distributed job)."""
+    from .. import data
+    from .. import distributed as dist_
+
+    model_config, data_config, tc, out, scan, label = su.model_config, su.data_config, su.tc, su.out, su.scan, su.label
+    groups, train_idx, val_idx, device, scale = su.groups, su.train_idx, su.val_idx, su.device, su.scale
+    main = info is None or info.is_main
+    W = 1 if info is None else info.world_size
+    progress = progress and main
+    if info is None:
+        factor = float(data.normalization_factor(scan.diffraction, groups.indices))
+    else:  # each rank reads only its share of the patterns
+        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, device))
     dataset = data.GroupDataset(scan, groups, factor * scale, start_offsets=True)
     pin = device.type == "cuda"
-    labels_of = (lambda batch: _labels(scan, groups, batch)) if use_labels else None
+    labels_of = (lambda batch: _labels(scan, groups, batch)) if su.use_labels else None
 
     with _determinism(tc.deterministic, tc.seed):
-        model = _build_model(model_config, probe, scale, tc.seed, device)
+        model = _build_model(model_config, su.probe, scale, tc.seed, device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=tc.learning_rate, eps=ADAM_EPS)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -364,18 +464,32 @@ def train(
         np_rng = np.random.default_rng(tc.seed)
         history: list[dict[str, Any]] = []
         start_epoch = 0
-        if resume:
+        if su.resume:
             start_epoch, history = _restore_checkpoint(out, model, optimizer, scheduler, scaler, np_rng, model_config)  # type: ignore[arg-type]
-            _truncate_metrics(out, start_epoch)  # type: ignore[arg-type]
-            log.info("resuming from %s after epoch %d", out / CHECKPOINT_DIR, start_epoch)  # type: ignore[operator]
-        run_model: Any = torch.compile(model) if tc.compile else model
+            dist_.barrier()  # every rank has read the checkpoint before rank 0 touches the folder
+            if main:
+                _truncate_metrics(out, start_epoch)  # type: ignore[arg-type]
+                log.info("resuming from %s after epoch %d", out / CHECKPOINT_DIR, start_epoch)  # type: ignore[operator]
+        run_model: Any = model
+        if info is not None:  # gradients averaged over ranks; buffers never change, so not broadcast
+            from torch.nn.parallel import DistributedDataParallel
+
+            import inspect
+
+            sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+            run_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
+            )
+        if tc.compile:
+            run_model = torch.compile(run_model)
+        eval_model: Any = torch.compile(model) if (tc.compile and info is not None) else run_model
         autocast = _autocast_factory(tc.amp, device)
         centre_mask = _centre_mask(model_config, device) if (tc.realspace_weight and not model_config.probe_big) else None
 
         summary = {
             "normalization_factor": factor,
             "intensity_scale": scale,
-            "nphotons": nphotons,
+            "nphotons": su.nphotons,
             "data_config": config_to_dict(data_config),
             "train_config": config_to_dict(tc),
             "scan": label,
@@ -383,41 +497,47 @@ def train(
             "n_train_groups": int(train_idx.size),
             "n_val_groups": int(val_idx.size),
         }
+        if info is not None:
+            summary["world_size"] = W
         C = model_config.channels
         for epoch in range(start_epoch, tc.epochs):
             t0 = time.perf_counter()
             model.train()
             order = np_rng.permutation(train_idx)
-            loader = _loader(dataset, order, tc.batch_size, tc.num_workers, pin)
-            bar = _progress(progress, len(loader), f"epoch {epoch + 1}/{tc.epochs}")
+            plan = _shards(order, tc.batch_size, info)
+            loader = _loader_of(dataset, [p[0] for p in plan], tc.num_workers, pin)
+            bar = _progress(progress, len(plan), f"epoch {epoch + 1}/{tc.epochs}")
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             parts_sum: dict[str, torch.Tensor] = {}
             seen = 0
-            for step, batch in enumerate(loader):
+            for step, (batch, (_, mean_w, sum_w, B)) in enumerate(zip(loader, plan)):
                 x = batch["x"].to(device, non_blocking=True)
                 offsets = batch["offsets"].to(device, non_blocking=True)
                 labels = labels_of(batch).to(device) if labels_of is not None else None
                 loss, parts = batch_loss(
-                    run_model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast
+                    run_model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast,
+                    mean_weight=mean_w, sum_weight=sum_w,
                 )
-                if not torch.isfinite(loss):
-                    raise DataError(f"{label}: loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} (check the data scale)")
+                batch_total, parts = _global_loss(loss, parts, info)
+                if not torch.isfinite(batch_total):
+                    raise DataError(f"{label}: loss became {float(batch_total)} at epoch {epoch + 1}, step {step + 1} (check the data scale)")
                 optimizer.zero_grad(set_to_none=True)
+                # DDP averages gradients over the W ranks; the shards' losses add up to the batch loss
+                objective = loss * W if W > 1 else loss
                 if scaler is not None:
-                    scaler.scale(loss).backward()
+                    scaler.scale(objective).backward()
                     scaler.step(optimizer)
                     scaler.update()
                 else:
-                    loss.backward()
+                    objective.backward()
                     optimizer.step()
-                b = x.shape[0]
-                loss_sum += loss.detach().double() * b
+                loss_sum += batch_total * B
                 for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0) + v.double() * b
-                seen += b
+                    parts_sum[k] = parts_sum.get(k, 0) + v * B
+                seen += B
                 if bar is not None:
                     rate = seen * C / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.5g}", patterns_s=f"{rate:.0f}")
+                    bar.set_postfix(loss=f"{float(batch_total):.5g}", patterns_s=f"{rate:.0f}")
                     bar.update(1)
             if bar is not None:
                 bar.close()
@@ -425,8 +545,10 @@ def train(
             val_loss = None
             if val_idx.size:
                 model.eval()
-                val_loader = _loader(dataset, val_idx, tc.batch_size, tc.num_workers, pin)
-                val_loss = _evaluate(run_model, val_loader, device, model_config, tc, centre_mask, autocast, labels_of)
+                val_loss = _evaluate(
+                    eval_model, dataset, val_idx, tc.batch_size, tc.num_workers, pin, device, model_config, tc,
+                    centre_mask, autocast, labels_of, info,
+                )
             scheduler.step(val_loss if val_loss is not None else train_loss)
             seconds = time.perf_counter() - t0
             row = {
@@ -439,25 +561,24 @@ def train(
                 "seconds": seconds,
             }
             history.append(row)
-            log.info(
-                "epoch %d/%d loss %.6g val_loss %s lr %.3g (%.1f patterns/s)",
-                epoch + 1, tc.epochs, train_loss, "n/a" if val_loss is None else f"{val_loss:.6g}", row["lr"], row["patterns_per_s"],
-            )
+            if main:
+                log.info(
+                    "epoch %d/%d loss %.6g val_loss %s lr %.3g (%.1f patterns/s)",
+                    epoch + 1, tc.epochs, train_loss, "n/a" if val_loss is None else f"{val_loss:.6g}", row["lr"], row["patterns_per_s"],
+                )
             if out is not None:
-                out.mkdir(parents=True, exist_ok=True)
-                _append_metrics(out, row)
-                _write_checkpoint(out, model, optimizer, scheduler, scaler, np_rng, epoch + 1, history, {"training": summary})
+                _on_main(info, lambda: _epoch_files(out, model, optimizer, scheduler, scaler, np_rng, epoch + 1, history, summary, row))
 
     model.eval()
     summary["history"] = history
     if out is not None:
-        _write_final(out, model, {"training": summary})
+        _on_main(info, lambda: _write_final(out, model, {"training": summary}))
     return TrainResult(
         model=model,
         history=history,
         normalization_factor=factor,
         intensity_scale=scale,
-        nphotons=nphotons,
+        nphotons=su.nphotons,
         model_config=model_config,
         data_config=data_config,
         train_config=tc,
@@ -469,6 +590,48 @@ def train(
         groups=groups,
         train_index=train_idx,
         val_index=val_idx,
+    )
+
+
+def _epoch_files(out, model, optimizer, scheduler, scaler, np_rng, epochs_done, history, summary, row) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _append_metrics(out, row)
+    _write_checkpoint(out, model, optimizer, scheduler, scaler, np_rng, epochs_done, history, {"training": summary})
+
+
+def _on_main(info: Any, write: Callable[[], None]) -> None:
+    """Run `write` on rank 0 only, after every rank got here; a write error is raised on all ranks."""
+    from .. import distributed as dist_
+
+    if info is None:
+        write()
+        return
+    dist_.barrier()
+    error: BaseException | None = None
+    if info.is_main:
+        try:
+            write()
+        except (PtychoPINNError, OSError) as exc:
+            error = exc if isinstance(exc, PtychoPINNError) else ConfigError(f"writing training outputs failed: {exc}")
+    dist_.agree(error)
+
+
+def _global_loss(loss: torch.Tensor, parts: dict[str, torch.Tensor], info: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(loss of the whole global batch, its parts) as float64 — the shards' losses summed over ranks."""
+    from .. import distributed as dist_
+
+    if info is None:
+        return loss.detach().double(), {k: v.double() for k, v in parts.items()}
+    keys = sorted(parts)
+    stats = torch.stack([loss.detach()] + [parts[k] for k in keys]).double()
+    dist_.all_reduce_sum(stats)
+    return stats[0], {k: stats[i + 1] for i, k in enumerate(keys)}
+
+
+def _loader_of(dataset: Any, batches: list[list[int]], num_workers: int, pin: bool) -> torch.utils.data.DataLoader:
+    """DataLoader yielding one batched dict per list of group numbers (in the given order)."""
+    return torch.utils.data.DataLoader(
+        _BatchView(dataset), batch_size=None, sampler=batches, num_workers=num_workers, pin_memory=pin
     )
 
 
