@@ -21,41 +21,11 @@ import torch
 from ..config import DataConfig
 from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 from ..train.inputs import as_scan, scan_label
+from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 
 log = logging.getLogger("ptychopinn")
 
 StitchMode = Literal["barycentric", "tf"]
-#: seed of the grouping at inference (TF inference seeded numpy with 45)
-INFERENCE_SEED = 45
-#: TF's stitching crop at N = 64 (spec §4.6, `reassemble_position(M=20)`)
-TF_CROP = 20
-
-
-PatchWeight = Literal["probe", "uniform"]
-
-
-def default_crop(N: int) -> int:
-    """Side of the central patch region stitched by default: N/2 (the network's central square).
-
-    With the default |probe|² weighting the result hardly depends on the crop beyond the probe
-    (measured on a simulated lines object; docs/usage.md, "Stitching").
-    """
-    return N // 2
-
-
-def patch_weights(probe: np.ndarray, crop: int, kind: str) -> torch.Tensor | None:
-    """`(crop, crop)` float32 stitching weights: |probe|² of the central crop (normalised to max 1),
-    or None for uniform weights."""
-    if kind == "uniform":
-        return None
-    if kind != "probe":
-        raise ConfigError(f"weight must be 'probe' or 'uniform', got {kind!r}")
-    N = probe.shape[-1]
-    a = N // 2 - crop // 2
-    w = np.abs(np.asarray(probe)[a : a + crop, a : a + crop]).astype(np.float64) ** 2
-    if not w.max() > 0:
-        raise DataError("probeGuess is zero in the stitched region; use weight='uniform'")
-    return torch.from_numpy((w / w.max()).astype(np.float32))
 
 
 @dataclass
@@ -140,30 +110,6 @@ def _inference_data_config(model: torch.nn.Module, extra: dict[str, Any], data_c
 
 
 # -- canvas geometry ------------------------------------------------------------------------
-def _canvas_geometry(centres: np.ndarray, crop: int, obj_shape: tuple[int, int] | None) -> tuple[tuple[int, int], np.ndarray]:
-    """(canvas shape (H, W), origin [x0, y0]) so that every crop lands fully on the canvas,
-    or the object's frame when all centres lie inside `obj_shape`."""
-    if obj_shape is not None:
-        H, W = obj_shape
-        inside = (centres[:, 0] >= 0) & (centres[:, 0] <= W - 1) & (centres[:, 1] >= 0) & (centres[:, 1] <= H - 1)
-        if inside.all():
-            return (int(H), int(W)), np.zeros(2)
-        log.warning("scan positions leave the objectGuess frame; the canvas is sized from the positions instead")
-    half = crop // 2
-    lo = np.floor(centres.min(axis=0)) - half - 1
-    hi = np.ceil(centres.max(axis=0)) + (crop - half) + 1
-    size = (hi - lo).astype(int)
-    return (int(size[1]), int(size[0])), lo
-
-
-def _covered_box(weight: np.ndarray, frac: float = 0.5) -> tuple[int, int, int, int] | None:
-    """(row0, row1, col0, col1) bounding box of pixels with weight ≥ frac · max (None if empty)."""
-    if not weight.size or weight.max() <= 0:
-        return None
-    mask = weight >= frac * weight.max()
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-
 
 # -- main entry -----------------------------------------------------------------------------
 def reconstruct(
@@ -224,6 +170,7 @@ def reconstruct(
         canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev)
     else:
         w = patch_weights(scan.probe, crop, weight)
+        w = None if w is None else torch.from_numpy(w)
         canvas, weight_sum, origin, centres = _run_barycentric(
             net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info
         )
@@ -317,19 +264,13 @@ def _predict(net: torch.nn.Module, dataset: Any, n: int, batch_size: int, dev: t
             yield batch, net.predict_object(x, offsets).to(torch.complex64)
 
 
-def _centre_crop(patches: torch.Tensor, crop: int) -> torch.Tensor:
-    N = patches.shape[-1]
-    a = N // 2 - crop // 2
-    return patches[..., a : a + crop, a : a + crop]
-
-
 def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress, info=None):
     """Stitch every group (distributed: this rank's contiguous block, then canvases summed)."""
     from ..kernels import normalize
     from ..kernels import stitch as kstitch
 
     centres_all = np.asarray(groups.centres, dtype=np.float64)
-    (H, W), origin = _canvas_geometry(centres_all, crop, obj_shape)
+    (H, W), origin = canvas_geometry(centres_all, crop, obj_shape)
     num = torch.zeros(H, W, dtype=torch.complex64, device=dev)
     den = torch.zeros(H, W, dtype=torch.float32, device=dev)
     start, stop = 0, groups.n_groups
@@ -346,7 +287,7 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
     for batch, patches in _predict(net, dataset, stop, batch_size, dev, start):
         b = batch["index"].numpy()
         pos = torch.from_numpy(centres_all[b] - origin).to(dev)
-        kstitch(_centre_crop(patches, crop).contiguous(), pos, (H, W), weights=w, out=(num, den))
+        kstitch(centre_crop(patches, crop).contiguous(), pos, (H, W), weights=w, out=(num, den))
         if bar is not None:
             bar.update(len(b))
     if bar is not None:
@@ -383,7 +324,7 @@ def _metrics(canvas: np.ndarray, weight: np.ndarray, origin: np.ndarray, truth: 
     """metrics.evaluate on the covered bounding box, truth cut in the same frame (integer origin)."""
     from ..metrics import evaluate
 
-    box = _covered_box(weight)
+    box = covered_box(weight)
     if box is None:
         return None, None
     r0, r1, c0, c1 = box

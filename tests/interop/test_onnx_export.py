@@ -19,7 +19,7 @@ from ptychopinn.interop.onnx import export_onnx  # noqa: E402
 from ptychopinn.interop.onnx.metadata import FORMAT, PREFIX, parse_props  # noqa: E402
 from ptychopinn.interop.onnx.wrapper import ObjectGraph  # noqa: E402
 from ptychopinn.model import PtychoPINN  # noqa: E402
-from ptychopinn.reconstruct.core import INFERENCE_SEED, default_crop  # noqa: E402
+from ptychopinn.reconstruct.geometry import INFERENCE_SEED, default_crop  # noqa: E402
 from tests.conftest import legacy_dir, rel_l2  # noqa: E402
 
 N = 64

@@ -24,7 +24,7 @@ from ptychopinn.reconstruct import geometry  # noqa: E402
 from ptychopinn.interop.onnx.runner import main as runner_main  # noqa: E402
 from ptychopinn.kernels import stitch as torch_stitch  # noqa: E402
 from ptychopinn.model import PtychoPINN  # noqa: E402
-from ptychopinn.reconstruct import core, reconstruct  # noqa: E402
+from ptychopinn.reconstruct import reconstruct  # noqa: E402
 from tests.conftest import REPO_ROOT, rel_l2  # noqa: E402
 
 N = 64
@@ -147,18 +147,30 @@ def test_numpy_stitch_places_pixels_by_the_contract() -> None:
     assert num2[3, 2] == num2[3, 3] == 0.5 and num2.sum() == 1.0
 
 
-def test_geometry_mirrors_equal_the_core(rng) -> None:
+def test_shared_geometry_keeps_every_crop_on_the_canvas(rng) -> None:
+    """The runner and the core share `reconstruct.geometry`: every crop lands fully on the canvas,
+    and the objectGuess frame is used only when all centres lie inside it."""
+    crop = 32
     for trial in range(6):
         centres = rng.uniform(-20, 150, (25, 2)) if trial % 2 else rng.uniform(5, 100, (25, 2))
         for obj_shape in (None, (128, 120)):
-            a = geometry.canvas_geometry(centres, 32, obj_shape)
-            b = core._canvas_geometry(centres, 32, obj_shape)
-            assert a[0] == b[0] and np.array_equal(a[1], b[1])
-    weight = rng.random((40, 30)) * (rng.random((40, 30)) > 0.7)
-    assert geometry.covered_box(weight) == core._covered_box(weight)
+            (H, W), origin = geometry.canvas_geometry(centres, crop, obj_shape)
+            local = centres - origin
+            inside_obj = obj_shape is not None and bool(
+                ((centres >= 0) & (centres <= np.array([obj_shape[1] - 1, obj_shape[0] - 1]))).all()
+            )
+            if inside_obj:
+                assert (H, W) == obj_shape and np.array_equal(origin, [0.0, 0.0])
+            else:
+                assert (local - crop // 2 >= 0).all()
+                assert (local[:, 0] + crop - crop // 2 + 1 <= W).all() and (local[:, 1] + crop - crop // 2 + 1 <= H).all()
+    weight = np.zeros((40, 30))
+    weight[5:9, 7:20] = 1.0
+    weight[0, 0] = 0.2  # below half the maximum: outside the box
+    assert geometry.covered_box(weight) == (5, 9, 7, 20)
     assert geometry.covered_box(np.zeros((3, 3))) is None
     patches = torch.randn(2, N, N)
-    np.testing.assert_array_equal(geometry.centre_crop(patches.numpy(), 32), core._centre_crop(patches, 32).numpy())
+    np.testing.assert_array_equal(geometry.centre_crop(patches.numpy(), crop), patches[:, 16:48, 16:48].numpy())
 
 
 # -- whole-scan parity, torch-free -----------------------------------------------------------------

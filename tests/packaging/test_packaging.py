@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -44,9 +45,17 @@ def test_lazy_public_names_resolve() -> None:
 @pytest.mark.slow
 def test_wheel_installs_only_the_ptychopinn_import_name(tmp_path: Path) -> None:
     """Build the wheel, check its top-level names, install it into a fresh venv and import."""
+    # Build from a copy of the sources: an in-tree build leaves a `build/` folder whose stale
+    # files would leak into later wheels.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy2(REPO_ROOT / name, src / name)
+    for folder in ("ptychopinn", "kernels", "interop"):
+        shutil.copytree(REPO_ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     wheel_dir = tmp_path / "wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(src)],
         check=True,
         capture_output=True,
     )
