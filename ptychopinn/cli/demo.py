@@ -16,10 +16,10 @@ from .train import number, required_path, setup_logging
 
 HELP = "simulate a small scan, train on it and reconstruct it (a few minutes on a CPU)"
 
-# Defaults chosen by measurement (docs/usage.md, "The demo"): 384 gridsize-2 groups train at
-# about 50–60 groups/s on 2 CPU cores, so 25 epochs take 3–5 minutes.
+# Defaults chosen by measurement (docs/usage.md, "The demo"): an epoch of 384 gridsize-2 groups
+# takes about 6 s on 2 idle CPU cores, so 45 epochs take about 5 minutes.
 DEFAULTS = {
-    "epochs": 25,
+    "epochs": 45,
     "n_positions": 384,
     "object_size": 128,
     "nphotons": 1e9,

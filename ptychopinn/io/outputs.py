@@ -100,6 +100,13 @@ def load_reconstruction(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
         return h5["object"][()], json.loads(meta if isinstance(meta, str) else meta.decode())
 
 
+def _limits(*images: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) shared by `images`: their 1st and 99th percentiles (robust to a few outliers)."""
+    values = np.concatenate([np.ravel(i) for i in images])
+    lo, hi = (float(v) for v in np.percentile(values, [1, 99]))
+    return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
 def _save_panel(path: Path, panels: list[tuple[np.ndarray, str, str, tuple | None]], dpi: int) -> None:
     """One PNG of side-by-side images with colourbars; panels = (image, title, cmap, (vmin, vmax))."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -127,11 +134,14 @@ def save_images(
     truth: Any | None = None,
     dpi: int = 100,
 ) -> dict[str, Path]:
-    """Write `amplitude.png` and `phase.png` (with colourbars), plus `error_map.png` with a truth.
+    """Write `amplitude.png` and `phase.png` (with colourbars), plus, with a truth,
+    `comparison.png` (truth beside the aligned reconstruction) and `error_map.png`.
 
-    obj, truth: (H, W) complex. The error map shows |α·obj| − |truth| and the wrapped phase
-    difference after `ptychopinn.metrics` alignment (global scale and phase offset). Returns
-    {name: path}; when matplotlib is missing, warns and writes nothing.
+    obj, truth: (H, W) complex. Phase colour scales follow the data (a weak phase object stays
+    visible). The reconstruction shown in the comparison and the error map is aligned to the
+    truth with `ptychopinn.metrics` (global scale and phase offset): |α·obj| − |truth| and the
+    wrapped phase difference. Returns {name: path}; when matplotlib is missing, warns and
+    writes nothing.
     """
     try:
         import matplotlib  # noqa: F401
@@ -146,7 +156,7 @@ def save_images(
         "phase": out / "phase.png",
     }
     _save_panel(written["amplitude"], [(np.abs(a), "amplitude", "gray", None)], dpi)
-    _save_panel(written["phase"], [(np.angle(a), "phase (rad)", "twilight", (-np.pi, np.pi))], dpi)
+    _save_panel(written["phase"], [(np.angle(a), "phase (rad)", "twilight", _limits(np.angle(a)))], dpi)
     if truth is not None:
         from ..metrics import align, wrap_phase
 
@@ -157,6 +167,19 @@ def save_images(
         amp_err = np.abs(aligned) - np.abs(t)
         ph_err = wrap_phase(np.angle(aligned * np.conj(t)))
         m = float(np.abs(amp_err).max()) or 1.0
+        amp_lim = _limits(np.abs(t), np.abs(aligned))
+        ph_lim = _limits(np.angle(t), np.angle(aligned))
+        written["comparison"] = out / "comparison.png"
+        _save_panel(
+            written["comparison"],
+            [
+                (np.abs(t), "true amplitude", "gray", amp_lim),
+                (np.abs(aligned), "reconstructed amplitude", "gray", amp_lim),
+                (np.angle(t), "true phase (rad)", "twilight", ph_lim),
+                (np.angle(aligned), "reconstructed phase (rad)", "twilight", ph_lim),
+            ],
+            dpi,
+        )
         written["error_map"] = out / "error_map.png"
         _save_panel(
             written["error_map"],

@@ -127,7 +127,10 @@ class PtychoPINN(nn.Module):
 
         Cout = C when object_big, else 1 (spec §3 heads, before any reassembly).
         """
-        z = self.encoder(x / torch.exp(self.log_intensity_scale))
+        # channels_last: mkldnn/cuDNN convolutions run ~1.4–1.7× faster in NHWC memory order
+        # (benchmarks/); the logical layout stays (B, C, N, N).
+        x = (x / torch.exp(self.log_intensity_scale)).contiguous(memory_format=torch.channels_last)
+        z = self.encoder(x)
         amp, phase = self.decoder_amp(z), self.decoder_phase(z)
         return combine_complex(amp, phase, self.config.combine)
 

@@ -71,8 +71,8 @@ def test_save_images(tmp_path, rng):
     truth = _obj(rng)
     rec = truth * np.complex64(0.5 * np.exp(0.7j))
     written = save_images(tmp_path, rec, truth=truth)
-    assert set(written) == {"amplitude", "phase", "error_map"}
-    assert sorted(os.listdir(tmp_path)) == ["amplitude.png", "error_map.png", "phase.png"]
+    assert set(written) == {"amplitude", "phase", "comparison", "error_map"}
+    assert sorted(os.listdir(tmp_path)) == ["amplitude.png", "comparison.png", "error_map.png", "phase.png"]
     for path in written.values():
         assert path.read_bytes()[:8] == PNG_MAGIC
     # the error map is wider (two panels) than the single-panel images
