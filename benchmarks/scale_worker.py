@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from .references import stitch_full_canvas
+from .stitch_scale import _peak_rss_mb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         out = stitch_full_canvas(patches, pos, M=a.size)
     seconds = time.perf_counter() - t0
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    a.json.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": rss_kb / 1024, "canvas": int(out.shape[-1]),
+    a.json.write_text(json.dumps({"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "canvas": int(out.shape[-1]),
                                   "finite": bool(torch.isfinite(torch.view_as_real(out)).all())}))
     return 0
 

@@ -4,7 +4,7 @@
 
 Patches are generated one chunk at a time (never all in memory) and accumulated into one
 canvas with `stitch(..., out=(num, den))`. Reports wall time, patches/s, bytes/s and the peak
-resident memory (ru_maxrss). For comparison it also runs, in the same process, the approach of
+resident memory (VmHWM). For comparison it also runs, in the same process, the approach of
 TF's `reassemble_position`: every patch zero-padded to the FULL canvas and translated there,
 then summed. Its cost grows with n × canvas², so it runs on a small problem
 (`--baseline-patches` on a `--baseline-canvas`²) where both methods are timed on identical
@@ -27,6 +27,19 @@ from ptychopinn.kernels import normalize, stitch, translate
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB.
+
+    Linux: VmHWM of /proc/self/status (reset by exec). `ru_maxrss` is not used there: the kernel
+    carries it over from the parent across fork + exec, so a worker started by a large parent
+    would report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
 
