@@ -67,6 +67,10 @@ class PtychoPINN(nn.Module):
         self.encoder = Encoder(config)
         self.decoder_amp = Decoder(config, "amp")
         self.decoder_phase = Decoder(config, "phase")
+        # Conv weights in channels_last memory order (the logical shape is unchanged): with
+        # NHWC activations this is ~1.4× faster on CPU (benchmarks/, inference rows).
+        for part in (self.encoder, self.decoder_amp, self.decoder_phase):
+            part.to(memory_format=torch.channels_last)
         if intensity_scale is None:
             intensity_scale = physics.intensity_scale(DEFAULT_NPHOTONS, config.N)
         intensity_scale = float(intensity_scale)
