@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
 
-from ..errors import ConfigError
+from .train import number
 
 HELP = "simulate a synthetic ptychography scan (Poisson-noisy diffraction) into an NPZ file"
 
@@ -24,32 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", default=0, metavar="SEED", help="random seed (default 0)")
 
 
-def _convert(flag: str, value: Any, kind: Callable[[Any], Any]) -> Any:
-    try:
-        if kind is int:
-            as_float = float(value)
-            if not as_float.is_integer():
-                raise ValueError
-            return int(as_float)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--{flag}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from ..config import SimulationConfig
     from ..simulate.forward import simulate_to_file
 
     config = SimulationConfig(
-        N=_convert("N", args.N, int),
+        N=number("N", args.N, int),
         object_kind=str(args.object),  # type: ignore[arg-type]
-        object_size=_convert("object-size", args.object_size, int),
+        object_size=number("object-size", args.object_size, int),
         scan=str(args.scan),  # type: ignore[arg-type]
-        n_positions=_convert("n-positions", args.n_positions, int),
-        step=_convert("step", args.step, float),
-        nphotons=_convert("nphotons", args.nphotons, float),
-        probe_scale=_convert("probe-scale", args.probe_scale, float),
-        seed=_convert("seed", args.seed, int),
+        n_positions=number("n-positions", args.n_positions, int),
+        step=number("step", args.step, float),
+        nphotons=number("nphotons", args.nphotons, float),
+        probe_scale=number("probe-scale", args.probe_scale, float),
+        seed=number("seed", args.seed, int),
     )
     path = simulate_to_file(config, args.out)
     print(f"wrote {path}")
