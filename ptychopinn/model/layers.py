@@ -19,29 +19,33 @@ def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=True)
 
 
-class ConvPoolBlock(nn.Module):
-    """conv3x3 → ReLU → conv3x3 → ReLU → 2×2 max-pool: `(B, Cin, H, W)` → `(B, f, H/2, W/2)`."""
+class _ConvPair(nn.Module):
+    """conv3x3 → ReLU → conv3x3 → ReLU, then the subclass's resampling (`conv1`, `conv2` map
+    one-to-one onto two Keras Conv2D layers)."""
 
     def __init__(self, in_channels: int, filters: int) -> None:
         super().__init__()
         self.conv1 = conv3x3(in_channels, filters)
         self.conv2 = conv3x3(filters, filters)
 
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return self.resample(F.relu(self.conv2(F.relu(self.conv1(x)))))
+
+
+class ConvPoolBlock(_ConvPair):
+    """conv3x3 → ReLU → conv3x3 → ReLU → 2×2 max-pool: `(B, Cin, H, W)` → `(B, f, H/2, W/2)`."""
+
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(x, 2)
 
 
-class ConvUpBlock(nn.Module):
+class ConvUpBlock(_ConvPair):
     """conv3x3 → ReLU → conv3x3 → ReLU → nearest ×2 upsampling: `(B, Cin, H, W)` → `(B, f, 2H, 2W)`."""
 
-    def __init__(self, in_channels: int, filters: int) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(in_channels, filters)
-        self.conv2 = conv3x3(filters, filters)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
 

@@ -243,6 +243,28 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
             target.copy_(weights[name].to(target.dtype))
 
 
+def _shard_loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    device: torch.device,
+    model_config: ModelConfig,
+    tc: TrainConfig,
+    centre_mask: torch.Tensor | None,
+    autocast: Any,
+    labels_of: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
+    mean_weight: float,
+    sum_weight: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`batch_loss` of one (shard of a) batch after moving its tensors to `device`."""
+    x = batch["x"].to(device, non_blocking=True)
+    offsets = batch["offsets"].to(device, non_blocking=True)
+    labels = labels_of(batch).to(device) if labels_of is not None else None
+    return batch_loss(
+        model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast,
+        mean_weight=mean_weight, sum_weight=sum_weight,
+    )
+
+
 def _evaluate(
     model: torch.nn.Module,
     dataset: Any,
@@ -269,13 +291,7 @@ def _evaluate(
     count = 0
     with torch.no_grad():
         for batch, (_, mean_w, sum_w, B) in zip(loader, plan):
-            x = batch["x"].to(device, non_blocking=True)
-            offsets = batch["offsets"].to(device, non_blocking=True)
-            labels = labels_of(batch).to(device) if labels_of is not None else None
-            loss, parts = batch_loss(
-                model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast,
-                mean_weight=mean_w, sum_weight=sum_w,
-            )
+            loss, parts = _shard_loss(model, batch, device, model_config, tc, centre_mask, autocast, labels_of, mean_w, sum_w)
             batch_total, _ = _global_loss(loss, parts, info)
             total += batch_total * B
             count += B
@@ -511,12 +527,8 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
             parts_sum: dict[str, torch.Tensor] = {}
             seen = 0
             for step, (batch, (_, mean_w, sum_w, B)) in enumerate(zip(loader, plan)):
-                x = batch["x"].to(device, non_blocking=True)
-                offsets = batch["offsets"].to(device, non_blocking=True)
-                labels = labels_of(batch).to(device) if labels_of is not None else None
-                loss, parts = batch_loss(
-                    run_model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast,
-                    mean_weight=mean_w, sum_weight=sum_w,
+                loss, parts = _shard_loss(
+                    run_model, batch, device, model_config, tc, centre_mask, autocast, labels_of, mean_w, sum_w
                 )
                 batch_total, parts = _global_loss(loss, parts, info)
                 if not torch.isfinite(batch_total):
