@@ -60,14 +60,16 @@ def test_sign_of_offsets():
     assert sorted(peaks) == sorted([(P // 2 + 1, P // 2 - 2), (P // 2 - 1, P // 2 + 2)])
 
 
-def test_recentre_subtracts_mean_of_all_patches():
+def test_recentre_subtracts_each_samples_mean_offset():
     g = torch.Generator().manual_seed(3)
     patches = torch.randn(2, 4, 8, 8, dtype=torch.complex128, generator=g)
-    offsets = torch.randn(2, 4, 2, dtype=torch.float64, generator=g) + torch.tensor([1.5, -0.5], dtype=torch.float64)
+    offsets = torch.randn(2, 4, 2, dtype=torch.float64, generator=g) + torch.tensor([[[1.5, -0.5]], [[-2.0, 0.7]]], dtype=torch.float64)
     k2 = reassemble_patches(patches, offsets, 14, recentre=True)
-    centred = offsets - offsets.reshape(-1, 2).mean(0)
+    centred = offsets - offsets.mean(1, keepdim=True)
     torch.testing.assert_close(k2, reassemble_patches(patches, centred, 14, recentre=False))
     assert not torch.allclose(k2, reassemble_patches(patches, offsets, 14, recentre=False))
+    # a sample's canvas does not depend on the other samples of its batch
+    torch.testing.assert_close(k2[1:], reassemble_patches(patches[1:], offsets[1:], 14, recentre=True), rtol=0, atol=0)
 
 
 def test_gridsize1_border_amplification():

@@ -93,16 +93,27 @@ def test_forward_matches_numpy_oracle_gs2(probe_mask):
 
 
 def test_recentre_offsets():
-    """K2 re-centring: a common shift of every offset in the batch does not move the object."""
+    """K2 re-centring: a shift of a sample's offsets does not move its object; each sample is
+    re-centred on its own mean offset, so its output does not depend on the rest of the batch."""
     model = _model(gridsize=2, recentre_offsets=True)
     x, off = _inputs(model.config)
+    assert x.shape[0] >= 2
+    shift = torch.zeros_like(off)
+    shift[0] = torch.tensor([2.0, -1.0])  # only sample 0
     with torch.no_grad():
         a = model.predict_object(x, off)
-        b = model.predict_object(x, off + torch.tensor([2.0, -1.0]))
+        b = model.predict_object(x, off + shift)
         plain = _model(gridsize=2, recentre_offsets=False)
-        c = plain.predict_object(x, off - off.reshape(-1, 2).mean(0))
+        c = plain.predict_object(x, off - off.mean(1, keepdim=True))
+        alone = model.predict_object(x[1:], off[1:])
     assert rel_l2(b.numpy(), a.numpy()) < 1e-5
     assert rel_l2(c.numpy(), a.numpy()) < 1e-5
+    assert rel_l2(alone.numpy(), a[1:].numpy()) < 1e-6
+    # without re-centring the shift moves sample 0 (the check above is not vacuous)
+    with torch.no_grad():
+        moved = plain.predict_object(x, off + shift)
+        unmoved = plain.predict_object(x, off)
+    assert rel_l2(moved[0].numpy(), unmoved[0].numpy()) > 1e-3
 
 
 @pytest.mark.parametrize("gridsize", [1, 2])
