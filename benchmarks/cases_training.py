@@ -10,6 +10,7 @@ import torch
 
 from ptychopinn.config import ModelConfig, TrainConfig
 from ptychopinn.train import ADAM_EPS
+from ptychopinn.train import master_weights
 from ptychopinn.train.losses import batch_loss
 
 from .common import TF_MISSING, Context, Row, run_tf_worker, skipped, tf_available
@@ -26,9 +27,15 @@ def _configs(quick: bool) -> list[tuple[str, ModelConfig, int]]:
     return [("n64_gs1", ModelConfig(N=64, gridsize=1), 16), ("n64_gs2", ModelConfig(N=64, gridsize=2), 16)]
 
 
-def _step_fn(setup: Setup, *, channels_last: bool = False, bf16: bool = False, compiled: bool = False):
-    """A closure doing one Adam step on a private copy of the model; returns (fn, first loss)."""
+def _step_fn(setup: Setup, *, channels_last: bool = False, bf16: bool = False, compiled: bool = False, exact: bool = False):
+    """A closure doing one Adam step on a private copy of the model; returns (fn, first loss).
+
+    exact: float64 master weights for the convolutions (`TrainConfig.exact_gradients`, the
+    default of `ptychopinn train` on CPU).
+    """
     model = copy.deepcopy(setup.model).train()
+    if exact:
+        master_weights.promote(model)
     x, offsets = setup.x, setup.offsets
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -67,7 +74,8 @@ def run(ctx: Context) -> list[Row]:
         variants = [("eager_f32", "torch eager float32", {})]
         if key == "n64_gs1":
             variants += [("eager_f32_channels_last", "torch eager float32 channels_last", {"channels_last": True}),
-                         ("eager_bf16", "bfloat16 autocast forward", {"bf16": True})]
+                         ("eager_bf16", "bfloat16 autocast forward", {"bf16": True}),
+                         ("eager_exact", "float64 master weights (exact_gradients: the CPU default of `train`)", {"exact": True})]
         variants.append(("compiled_f32", "torch.compile float32", {"compiled": True}))
         first_f32 = None
         for name, vdesc, kw in variants:

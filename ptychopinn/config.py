@@ -133,6 +133,10 @@ class TrainConfig:
     compile: bool = False
     amp: Literal["none", "bf16", "fp16"] = "none"
     num_workers: int = 0
+    #: float64 master weights and weight gradients for the convolutions, so that the model
+    #: does not depend on thread count or process count: "auto" (on for CPU float32 training,
+    #: off on GPUs), "on" or "off". Costs about 2x in the CPU backward pass.
+    exact_gradients: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,17 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def sum_gradients_hook(state, bucket):  # type: ignore[no-untyped-def]  # DDP checks the annotations
+    """DDP communication hook: SUM the gradient bucket over ranks (DDP's default averages).
+
+    Training weights each shard's loss by the whole batch's size, so the sum is the gradient
+    of the global batch (no rescaling by the world size, which is inexact for non-powers of 2).
+    """
+    tensor = bucket.buffer()
+    fut = torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM, async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0])
+
+
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     if current() is not None:

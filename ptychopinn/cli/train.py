@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--device", metavar="DEV", help="auto (default: CUDA when present), cpu, cuda, cuda:1, mps")
     a("--amp", metavar="MODE", help="mixed precision: none (default), bf16 or fp16 (GPU)")
     a("--num-workers", metavar="W", help="DataLoader worker processes (default 0)")
+    a("--exact-gradients", metavar="MODE",
+      help="float64 master weights: the same model for any thread or process count; auto (default) = on for CPU float32, off on GPUs")
     a("--deterministic", action=_BOOL, default=None, help="seed everything and use deterministic kernels")
     a("--resume", action="store_true", default=False, help="continue from MODEL_DIR/checkpoint/")
     a("--compile", action=_BOOL, default=None, help="torch.compile the model")
@@ -137,6 +139,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             "compile": args.compile,
             "amp": None if args.amp is None else str(args.amp),
             "num_workers": _opt("num-workers", args.num_workers, int),
+            "exact_gradients": None if args.exact_gradients is None else str(args.exact_gradients),
         },
     )
     return model, data, train

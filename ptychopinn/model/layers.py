@@ -14,9 +14,27 @@ from . import architecture as arch
 from .functional import amp_activation, border_mask, pad_centre, phase_activation
 
 
-def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
+class Conv2d(nn.Conv2d):
+    """`nn.Conv2d` that also runs with float64 master weights on float32 activations.
+
+    Normally identical to `nn.Conv2d`. When training promotes the weights to float64
+    (`ptychopinn.train.master_weights`), the convolution still computes in the activations'
+    dtype and only the weight/bias gradients are reduced in float64
+    (`kernels.conv2d_master_weight`): bit-reproducible gradients across thread counts and
+    process counts.
+    """
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if weight.dtype == input.dtype or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super()._conv_forward(input, weight, bias)
+        from ptychopinn.kernels import conv2d_master_weight
+
+        return conv2d_master_weight(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def conv3x3(in_channels: int, out_channels: int) -> Conv2d:
     """3×3, stride 1, 'same' (1-pixel zero pad), with bias: a Keras Conv2D(…, 3, padding='same')."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=True)
+    return Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=True)
 
 
 class _ConvPair(nn.Module):

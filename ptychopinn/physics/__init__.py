@@ -24,6 +24,7 @@ _LAZY: dict[str, str] = {
     "diffract": "diffraction",
     "far_field_intensity": "diffraction",
     "pad_and_diffract": "diffraction",
+    "batch_mean": "losses",
     "poisson_nll": "losses",
     "poisson_nll_elementwise": "losses",
     "mae": "losses",

@@ -18,6 +18,20 @@ def _check_same_shape(name: str, a: Tensor, b: Tensor) -> None:
         raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
+def batch_mean(per_element: Tensor, batch_size: int | None = None) -> Tensor:
+    """Mean over all elements of `(b, ...)` values, as if the batch held `batch_size` samples.
+
+    Computed as `sum · 1/(batch_size · elements per sample)`, so the gradient reaching each
+    element is the same constant whether the batch is evaluated whole or as shards (each shard
+    passing the whole batch's size): the shards' losses and gradients add up to the batch's.
+    batch_size None: the batch is whole (b samples).
+    """
+    b = per_element.shape[0] if per_element.ndim else 1
+    total = batch_size if batch_size is not None else b
+    per_sample = per_element.numel() // max(b, 1)
+    return per_element.sum() * (1.0 / (total * per_sample))
+
+
 def poisson_nll_elementwise(pred_intensity: Tensor, observed_intensity: Tensor) -> Tensor:
     """Î − y·log Î per element (TF `log_poisson_loss(y, log Î, compute_full_loss=False)`).
 
@@ -33,6 +47,8 @@ def poisson_nll(
     pred_intensity: Tensor,
     observed_intensity: Tensor,
     form: NLLForm = "mean",
+    *,
+    batch_size: int | None = None,
 ) -> Tensor:
     """Poisson negative log-likelihood of observed counts y under predicted rates Î, a scalar.
 
@@ -41,34 +57,37 @@ def poisson_nll(
     form "full_sum" (SavedModel era S1): per sample b, Σ over the non-batch axes of
     Î − y·log Î + lgamma(y + 1) (= −log Poisson(y; Î)), then the mean over the batch. Same
     gradient direction as "mean", N²·C times larger.
+    batch_size: the whole batch's size when this is a shard of it (see `batch_mean`).
     """
     elementwise = poisson_nll_elementwise(pred_intensity, observed_intensity)
     if form == "mean":
-        return elementwise.mean()
+        return batch_mean(elementwise, batch_size)
     if form == "full_sum":
         if elementwise.ndim < 1:
             raise ValueError("poisson_nll: form 'full_sum' needs a batch axis")
         full = elementwise + torch.lgamma(observed_intensity + 1)
-        return full.reshape(full.shape[0], -1).sum(dim=1).mean()
+        return batch_mean(full.reshape(full.shape[0], -1).sum(dim=1), batch_size)
     raise ValueError(f"poisson_nll: form must be 'mean' or 'full_sum', got {form!r}")
 
 
-def mae(pred: Tensor, target: Tensor) -> Tensor:
+def mae(pred: Tensor, target: Tensor, *, batch_size: int | None = None) -> Tensor:
     """Mean absolute error mean |pred − target| over all elements (Keras 'mean_absolute_error').
 
-    Complex inputs use the modulus of the complex difference.
+    Complex inputs use the modulus of the complex difference. batch_size: see `batch_mean`.
     """
     _check_same_shape("mae", pred, target)
-    return torch.abs(pred - target).mean()
+    return batch_mean(torch.abs(pred - target), batch_size)
 
 
-def complex_mae(target: Tensor, pred: Tensor) -> Tensor:
+def complex_mae(target: Tensor, pred: Tensor, *, batch_size: int | None = None) -> Tensor:
     """MAE of the amplitudes plus MAE of the phases (radians) of two complex tensors.
 
     Argument order follows TF (`target` first). Phases are not unwrapped.
     """
     _check_same_shape("complex_mae", pred, target)
-    return mae(torch.abs(pred), torch.abs(target)) + mae(torch.angle(pred), torch.angle(target))
+    return mae(torch.abs(pred), torch.abs(target), batch_size=batch_size) + mae(
+        torch.angle(pred), torch.angle(target), batch_size=batch_size
+    )
 
 
 def total_variation(obj: Tensor) -> Tensor:
@@ -93,12 +112,14 @@ def realspace_loss(
     tv_weight: float = 0.0,
     mae_weight: float = 0.0,
     center_mask: Tensor | None = None,
+    batch_size: int | None = None,
 ) -> Tensor:
     """TF `realspace_loss` on the trimmed object: tv_weight·TV(pred) + mae_weight·complex_mae.
 
     pred, target: `(B, N, N)` complex object patches. center_mask: `(N, N)` real; when given
     (TF: whenever probe.big is False) pred is multiplied by it first. Terms with weight 0 are
-    skipped (target may then be None). The caller multiplies by `realspace_weight`.
+    skipped (target may then be None). The caller multiplies by `realspace_weight`. TV is a sum
+    over the batch; batch_size (for the MAE) as in `batch_mean`.
     """
     if center_mask is not None:
         pred = pred * center_mask.to(device=pred.device, dtype=pred.real.dtype)
@@ -108,11 +129,12 @@ def realspace_loss(
     if mae_weight:
         if target is None:
             raise ValueError("realspace_loss: mae_weight > 0 needs a target")
-        loss = loss + mae_weight * complex_mae(target, pred)
+        loss = loss + mae_weight * complex_mae(target, pred, batch_size=batch_size)
     return loss
 
 
 __all__ = [
+    "batch_mean",
     "poisson_nll",
     "poisson_nll_elementwise",
     "mae",

@@ -24,6 +24,7 @@ import torch
 from .. import physics
 from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict
 from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
+from . import master_weights
 from . import state as st
 from .inputs import as_scan, normalised_probe, resolve_nphotons, scan_label
 from .losses import batch_loss, needs_labels
@@ -90,6 +91,8 @@ def _validate(tc: TrainConfig) -> None:
         raise ConfigError(f"TrainConfig.model_type must be 'pinn' or 'supervised', got {tc.model_type!r}")
     if tc.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"TrainConfig.amp must be 'none', 'bf16' or 'fp16', got {tc.amp!r}")
+    if tc.exact_gradients not in ("auto", "on", "off"):
+        raise ConfigError(f"TrainConfig.exact_gradients must be 'auto', 'on' or 'off', got {tc.exact_gradients!r}")
     if tc.nll_form not in ("mean", "full_sum"):
         raise ConfigError(f"TrainConfig.nll_form must be 'mean' or 'full_sum', got {tc.nll_form!r}")
     if not 0.0 <= tc.validation_fraction < 1.0:
@@ -143,7 +146,7 @@ def _build_model(model_config: ModelConfig, probe: np.ndarray, scale: float, see
 def _save_native(model: torch.nn.Module, path: Path, extra: dict[str, Any]) -> None:
     from .. import io
 
-    io.save_model(model, path, extra=extra)
+    io.save_model(master_weights.float32_model(model), path, extra=extra)
 
 
 def _write_checkpoint(
@@ -163,6 +166,7 @@ def _write_checkpoint(
     tensors, opt_info = st.optimizer_state(optimizer)
     rng_t, rng_info = st.rng_state(np_rng)
     tensors.update(rng_t)
+    tensors.update(master_weights.master_tensors(model))  # the float32 model file rounds them
     info: dict[str, Any] = {
         "epoch": epoch,
         "optimizer": opt_info,
@@ -218,6 +222,7 @@ def _restore_checkpoint(
         raise ConfigError(f"{cfg_path}: key 'model_config' differs from the requested ModelConfig; cannot resume")
     _load_weights(model, ckpt / "model.safetensors")
     tensors, info = st.read_state(ckpt)
+    master_weights.load_master_tensors(model, tensors)
     st.load_optimizer_state(optimizer, tensors, info["optimizer"])
     scheduler.load_state_dict(info["scheduler"])
     if scaler is not None and "grad_scaler" in info:
@@ -252,16 +257,16 @@ def _shard_loss(
     centre_mask: torch.Tensor | None,
     autocast: Any,
     labels_of: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
-    mean_weight: float,
-    sum_weight: float,
+    batch_size: int,
+    weight: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`batch_loss` of one (shard of a) batch after moving its tensors to `device`."""
+    """`batch_loss` of one (shard of a) global batch of `batch_size` groups, on `device`."""
     x = batch["x"].to(device, non_blocking=True)
     offsets = batch["offsets"].to(device, non_blocking=True)
     labels = labels_of(batch).to(device) if labels_of is not None else None
     return batch_loss(
         model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast,
-        mean_weight=mean_weight, sum_weight=sum_weight,
+        batch_size=batch_size, weight=weight,
     )
 
 
@@ -290,8 +295,8 @@ def _evaluate(
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     with torch.no_grad():
-        for batch, (_, mean_w, sum_w, B) in zip(loader, plan):
-            loss, parts = _shard_loss(model, batch, device, model_config, tc, centre_mask, autocast, labels_of, mean_w, sum_w)
+        for batch, (_, weight, B) in zip(loader, plan):
+            loss, parts = _shard_loss(model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight)
             batch_total, _ = _global_loss(loss, parts, info)
             total += batch_total * B
             count += B
@@ -427,12 +432,12 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
     return _Setup(model_config, data_config, tc, out, resume, scan, label, use_labels, groups, train_idx, val_idx, probe, nphotons, scale, device)
 
 
-def _shards(order: np.ndarray, batch_size: int, info: Any) -> list[tuple[list[int], float, float, int]]:
-    """Per global batch of `order`: (this rank's groups, mean weight b/B, sum weight, B).
+def _shards(order: np.ndarray, batch_size: int, info: Any) -> list[tuple[list[int], float, int]]:
+    """Per global batch of `order`: (this rank's groups, weight, B = the global batch's size).
 
-    Single process: the whole batch with weights 1. Distributed: the rank-strided slice; an
-    empty slice becomes the batch's first group with weights 0 (every rank must take part in
-    each gradient all-reduce).
+    Single process: the whole batch, weight 1. Distributed: the rank-strided slice; an empty
+    slice becomes the batch's first group with weight 0 (every rank must take part in each
+    gradient all-reduce).
     """
     from .. import distributed as dist_
 
@@ -441,13 +446,13 @@ def _shards(order: np.ndarray, batch_size: int, info: Any) -> list[tuple[list[in
         g = order[i : i + batch_size]
         B = len(g)
         if info is None:
-            plan.append((g.tolist(), 1.0, 1.0, B))
+            plan.append((g.tolist(), 1.0, B))
             continue
         mine = dist_.shard_batch(g, info.rank, info.world_size)
         if mine.size:
-            plan.append((mine.tolist(), mine.size / B, 1.0, B))
+            plan.append((mine.tolist(), 1.0, B))
         else:
-            plan.append(([int(g[0])], 0.0, 0.0, B))
+            plan.append(([int(g[0])], 0.0, B))
     return plan
 
 
@@ -471,6 +476,9 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
 
     with _determinism(tc.deterministic, tc.seed):
         model = _build_model(model_config, su.probe, scale, tc.seed, device)
+        exact = master_weights.resolve(tc, device)
+        if exact:
+            master_weights.promote(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=tc.learning_rate, eps=ADAM_EPS)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -496,6 +504,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
             run_model = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
             )
+            run_model.register_comm_hook(None, dist_.sum_gradients_hook)
         if tc.compile:
             run_model = torch.compile(run_model)
         eval_model: Any = torch.compile(model) if (tc.compile and info is not None) else run_model
@@ -512,6 +521,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
             "n_groups": int(groups.n_groups),
             "n_train_groups": int(train_idx.size),
             "n_val_groups": int(val_idx.size),
+            "exact_gradients": exact,
         }
         if info is not None:
             summary["world_size"] = W
@@ -526,22 +536,21 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             parts_sum: dict[str, torch.Tensor] = {}
             seen = 0
-            for step, (batch, (_, mean_w, sum_w, B)) in enumerate(zip(loader, plan)):
+            for step, (batch, (_, weight, B)) in enumerate(zip(loader, plan)):
                 loss, parts = _shard_loss(
-                    run_model, batch, device, model_config, tc, centre_mask, autocast, labels_of, mean_w, sum_w
+                    run_model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight
                 )
                 batch_total, parts = _global_loss(loss, parts, info)
                 if not torch.isfinite(batch_total):
                     raise DataError(f"{label}: loss became {float(batch_total)} at epoch {epoch + 1}, step {step + 1} (check the data scale)")
                 optimizer.zero_grad(set_to_none=True)
-                # DDP averages gradients over the W ranks; the shards' losses add up to the batch loss
-                objective = loss * W if W > 1 else loss
+                # the shards' losses add up to the batch loss; DDP sums (not averages) their gradients
                 if scaler is not None:
-                    scaler.scale(objective).backward()
+                    scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
                 else:
-                    objective.backward()
+                    loss.backward()
                     optimizer.step()
                 loss_sum += batch_total * B
                 for k, v in parts.items():
@@ -582,6 +591,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
                 _on_main(info, lambda: _epoch_files(out, model, optimizer, scheduler, scaler, np_rng, epoch + 1, history, summary, row))
 
     model.eval()
+    master_weights.demote(model)
     summary["history"] = history
     if out is not None:
         _on_main(info, lambda: _write_final(out, model, {"training": summary}))

@@ -25,8 +25,8 @@ def batch_loss(
     *,
     centre_mask: torch.Tensor | None = None,
     autocast: Any = None,
-    mean_weight: float = 1.0,
-    sum_weight: float = 1.0,
+    batch_size: int | None = None,
+    weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss (0-d float32) and its named, weighted parts (detached 0-d tensors).
 
@@ -34,10 +34,10 @@ def batch_loss(
     ground-truth object patches at the group centres, or None. `autocast` is a context manager
     factory (AMP) applied to the forward pass only; losses are evaluated in float32.
 
-    Shards of a larger batch (distributed training): terms that are means over the batch are
-    multiplied by `mean_weight` (the shard's share b/B of the global batch) and terms that are
-    sums over the batch (total variation) by `sum_weight` (1, or 0 for a padding shard), so the
-    shards' losses add up to the loss of the whole batch. The defaults leave the loss unchanged.
+    Shards of a larger batch (distributed training): `batch_size` is the whole batch's size, so
+    the mean terms divide by it (`physics.batch_mean`) and the total-variation term (a sum over
+    the batch) is the shard's own sum: the shards' losses, and the gradient reaching every
+    element, add up exactly to those of the whole batch. `weight` 0 marks a padding shard.
     """
     import contextlib
 
@@ -49,33 +49,24 @@ def batch_loss(
     intensity = out.intensity.float()
     parts: dict[str, torch.Tensor] = {}
     tc = train_config
-    sharded = mean_weight != 1.0 or sum_weight != 1.0
+    B = batch_size
     if tc.model_type == "pinn":
         if tc.nll_weight:
-            parts["nll"] = tc.nll_weight * physics.poisson_nll(intensity, x.square(), form=tc.nll_form)
+            parts["nll"] = tc.nll_weight * physics.poisson_nll(intensity, x.square(), form=tc.nll_form, batch_size=B)
         if tc.mae_weight:
-            parts["mae"] = tc.mae_weight * physics.mae(amplitude, x)
+            parts["mae"] = tc.mae_weight * physics.mae(amplitude, x, batch_size=B)
     else:  # supervised
         assert labels is not None  # checked before training starts
-        parts["mae"] = physics.complex_mae(labels, obj)
-    if sharded:
-        parts = {k: v * mean_weight for k, v in parts.items()}
+        parts["mae"] = physics.complex_mae(labels, obj, batch_size=B)
     if tc.realspace_weight and (tc.tv_weight or tc.realspace_mae_weight):
         mask = None if model_config.probe_big else centre_mask
-        if not sharded:
-            parts["realspace"] = tc.realspace_weight * physics.realspace_loss(
-                obj, labels, tv_weight=tc.tv_weight, mae_weight=tc.realspace_mae_weight, center_mask=mask
-            )
-        else:  # TV sums over the batch, the MAE averages: weight them separately
-            tv = physics.realspace_loss(obj, None, tv_weight=tc.tv_weight, center_mask=mask) if tc.tv_weight else 0.0
-            mae = (
-                physics.realspace_loss(obj, labels, mae_weight=tc.realspace_mae_weight, center_mask=mask)
-                if tc.realspace_mae_weight
-                else 0.0
-            )
-            parts["realspace"] = tc.realspace_weight * (tv * sum_weight + mae * mean_weight)
+        parts["realspace"] = tc.realspace_weight * physics.realspace_loss(
+            obj, labels, tv_weight=tc.tv_weight, mae_weight=tc.realspace_mae_weight, center_mask=mask, batch_size=B
+        )
     if not parts:
         raise ValueError("batch_loss: every loss weight is zero")
+    if weight != 1.0:
+        parts = {k: v * weight for k, v in parts.items()}
     total = sum(parts.values())  # type: ignore[assignment]
     return total, {k: v.detach() for k, v in parts.items()}
 

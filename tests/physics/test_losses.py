@@ -138,3 +138,28 @@ def test_realspace_loss_combines_terms(rng):
     assert realspace_loss(pred).item() == 0.0
     with pytest.raises(ValueError):
         realspace_loss(pred, None, mae_weight=1.0)
+
+
+@pytest.mark.parametrize("form", ["mean", "full_sum"])
+def test_shards_add_up_to_the_batch_loss_with_identical_element_gradients(form):
+    """batch_size = the whole batch's size: shard losses sum to the batch loss, and every element
+    receives exactly the gradient it gets when the batch is evaluated whole."""
+    from ptychopinn.physics import batch_mean, mae, poisson_nll
+
+    g = torch.Generator().manual_seed(7)
+    pred = (torch.rand(7, 2, 6, 6, generator=g) * 50 + 1).requires_grad_(True)
+    obs = torch.poisson(torch.rand(7, 2, 6, 6, generator=g) * 50, generator=g)
+    whole = poisson_nll(pred, obs, form=form)
+    (gw,) = torch.autograd.grad(whole, pred)
+    assert float(whole) == pytest.approx(float(poisson_nll(pred, obs, form=form, batch_size=None)), rel=0)
+    shards = [slice(0, 3), slice(3, 4), slice(4, 7)]
+    parts = [poisson_nll(pred[s], obs[s], form=form, batch_size=7) for s in shards]
+    (gs,) = torch.autograd.grad(sum(parts), pred)
+    assert float(sum(parts)) == pytest.approx(float(whole), rel=1e-6)
+    assert torch.equal(gs, gw)
+    # the same for the MAE, and batch_mean is the plain mean
+    a, b = pred.detach().requires_grad_(True), obs
+    (gm,) = torch.autograd.grad(mae(a, b), a)
+    (gm2,) = torch.autograd.grad(sum(mae(a[s], b[s], batch_size=7) for s in shards), a)
+    assert torch.equal(gm, gm2)
+    assert float(batch_mean(obs)) == pytest.approx(float(obs.mean()), rel=1e-6)
