@@ -135,7 +135,7 @@ class TrainConfig:
     num_workers: int = 0
     #: float64 master weights and weight gradients for the convolutions, so that the model
     #: does not depend on thread count or process count: "auto" (on for CPU float32 training,
-    #: off on GPUs), "on" or "off". Costs about 2x in the CPU backward pass.
+    #: off on GPUs), "on" or "off". A CPU training step takes about 3x as long.
     exact_gradients: Literal["auto", "on", "off"] = "auto"
 
 
