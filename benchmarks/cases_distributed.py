@@ -1,10 +1,12 @@
-"""Distributed reconstruction: `ptychopinn reconstruct` under `torchrun` with 1, 2, ... processes.
+"""Distributed runs: `ptychopinn reconstruct` and `ptychopinn train` under `torchrun` with 1, 2, ...
+processes.
 
 Each row is the wall time of the whole command (process start, grouping, sharded inference and
-stitching, all_reduce of the canvases, rank 0 writing) on a simulated scan, gloo on CPU (NCCL
-when the benchmark runs with CUDA). The 1-process torchrun run is the baseline; `rel_l2_vs_1`
-checks that the stitched object does not change with the process count. Full mode only: on a
-two-core machine the rows show the cost of the path, not a speed-up.
+stitching or one training epoch, the all-reduces, rank 0 writing) on a simulated scan, gloo on
+CPU (NCCL when the benchmark runs with CUDA). The 1-process torchrun run is the baseline;
+`rel_l2_vs_1` checks that the stitched object (reconstruction) or the worst weight tensor
+(training, float64 master weights on CPU) does not change with the process count. Full mode
+only: on a two-core machine the rows show the cost of the path, not a speed-up.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ def run(ctx: Context) -> list[Row]:
     procs = [1, 2] + ([4] if (os.cpu_count() or 1) >= 8 else [])
     desc = "ptychopinn reconstruct under torchrun, {p} process(es), {n} groups (wall time of the command)"
     if ctx.quick:
-        return [skipped(f"distributed/reconstruct/{p}proc", GROUP, desc.format(p=p, n="-"), "full mode only") for p in procs]
+        return [skipped(f"distributed/{k}/{p}proc", GROUP, desc.format(p=p, n="-"), "full mode only")
+                for k in ("reconstruct", "train") for p in procs]
     import torch
 
     from ptychopinn import io
@@ -59,24 +62,50 @@ def run(ctx: Context) -> list[Row]:
     io.save_model(model, work / "model")
     per_proc = max(1, (ctx.threads or os.cpu_count() or 1) // max(procs))
     rows: list[Row] = []
+    rows += _rows(ctx, "reconstruct", procs, per_proc, n, desc,
+                  lambda out: ["reconstruct", "--model", str(work / "model"), "--data", str(scan), "--out", str(out),
+                               "--device", ctx.device, "--quiet"],
+                  _object_of, repeats=2)
+    train_desc = ("ptychopinn train under torchrun, {p} process(es), one epoch of {n} groups, global batch 16, "
+                  "nfs 1 (wall time of the command)")
+    rows += _rows(ctx, "train", procs, per_proc, n, train_desc,
+                  lambda out: ["train", "--data", str(scan), "--out", str(out), "--epochs", "1", "--batch-size", "16",
+                               "--n-filters-scale", "1", "--seed", "0", "--device", ctx.device, "--quiet"],
+                  _weights_of, repeats=1)
+    return rows
+
+
+def _object_of(out) -> dict[str, np.ndarray]:
+    with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
+        return {"object": z["object"]}
+
+
+def _weights_of(out) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return {k: v for k, v in load_file(str(out / "model.safetensors")).items() if v.dtype.kind == "f"}
+
+
+def _rows(ctx, kind, procs, per_proc, n, desc, argv_of, result_of, *, repeats: int) -> list[Row]:
+    """One row per process count; `rel_l2_vs_1` = worst relative L2 of `result_of` vs 1 process."""
+    rows: list[Row] = []
     reference = None
+    work = ctx.workdir / "distributed"
     for p in procs:
-        name = f"distributed/reconstruct/{p}proc"
+        name = f"distributed/{kind}/{p}proc"
         d = desc.format(p=p, n=n)
         try:
             times = []
-            for r in range(2):
-                out = work / f"rec_{p}_{r}"
-                ctx.log(f"  {name} (run {r + 1}/2)")
-                times.append(_torchrun(p, ["reconstruct", "--model", str(work / "model"), "--data", str(scan), "--out", str(out),
-                                           "--device", ctx.device, "--quiet"], per_proc))
-            with np.load(work / f"rec_{p}_0" / "reconstruction.npz", allow_pickle=False) as z:
-                obj = z["object"]
+            for r in range(repeats):
+                out = work / f"{kind}_{p}_{r}"
+                ctx.log(f"  {name} (run {r + 1}/{repeats})")
+                times.append(_torchrun(p, argv_of(out), per_proc))
+            got = result_of(work / f"{kind}_{p}_0")
             if reference is None:
-                reference = obj
-            err = float(np.linalg.norm(obj - reference) / max(np.linalg.norm(reference), 1e-30))
+                reference = got
+            err = max(float(np.linalg.norm(got[k] - reference[k]) / max(np.linalg.norm(reference[k]), 1e-30)) for k in reference)
             rows.append(Row(name, GROUP, d, stats_of(times), items=n, unit="groups/s",
-                            baselines=[] if p == 1 else ["distributed/reconstruct/1proc"],
+                            baselines=[] if p == 1 else [f"distributed/{kind}/1proc"],
                             metrics={"processes": p, "threads_per_process": per_proc, "rel_l2_vs_1": err}))
         except Exception as exc:  # noqa: BLE001 - a failed row is reported, the suite goes on
             rows.append(skipped(name, GROUP, d, f"failed: {exc}"))
