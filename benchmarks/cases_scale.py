@@ -10,7 +10,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from .common import REPO_ROOT, Context, Row, skipped
 from .timing import stats_of

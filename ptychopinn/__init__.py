@@ -11,7 +11,10 @@ so `import ptychopinn` works in the torch-free ONNX runner environment.
 from __future__ import annotations
 
 from ._lazy import lazy_exports
-from .errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
+from .errors import ConfigError as ConfigError
+from .errors import DataError as DataError
+from .errors import ModelFormatError as ModelFormatError
+from .errors import PtychoPINNError as PtychoPINNError
 
 __version__ = "0.1.0"
 

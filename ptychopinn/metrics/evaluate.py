@@ -24,7 +24,7 @@ import numpy as np
 
 from .alignment import apply_alignment, fit_alignment, trim_border, wrap_phase
 from .frc import frc, frc_resolution
-from .image import ms_ssim, psnr, ssim
+from .image import ms_ssim, ssim
 
 __all__ = ["evaluate", "image_metrics"]
 

@@ -26,6 +26,7 @@ from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, cov
 log = logging.getLogger("ptychopinn")
 
 StitchMode = Literal["barycentric", "tf"]
+PatchWeight = Literal["probe", "uniform"]
 
 
 @dataclass

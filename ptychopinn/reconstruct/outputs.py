@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 
 from ..io.atomic import atomic_directory, atomic_save_json
+from .geometry import covered_box
 
 
 def _box(rec: Any) -> tuple[int, int, int, int]:
     """Covered region (rows, cols) of the canvas, the whole canvas if nothing is covered."""
-    from .core import _covered_box
-
-    box = _covered_box(rec.weight)
+    box = covered_box(rec.weight)
     return box if box is not None else (0, rec.object.shape[0], 0, rec.object.shape[1])
 
 

@@ -136,3 +136,22 @@ def test_demo_tiny_end_to_end(tmp_path):
     assert (rdir / "metrics.json").is_file() and (rdir / "amplitude.png").is_file() and (out / "model" / "config.json").is_file()
     with np.load(rdir / "reconstruction.npz", allow_pickle=False) as z:
         assert z["object"].shape == (96, 96)
+
+
+def test_reconstruct_measured_scan_without_truth(tmp_path, capsys, scan_path):
+    """A scan shaped like a measurement (no objectGuess): exit 0, files written, no metrics."""
+    measured = tmp_path / "measured.npz"
+    with np.load(scan_path, allow_pickle=False) as z:
+        np.savez(measured, **{k: z[k] for k in z.files if k not in ("objectGuess", "Y")})
+    cfg = tmp_path / "train.toml"
+    cfg.write_text('epochs = 1\nbatch-size = 16\nn_filters_scale = 1\nvalidation-fraction = 0.0\n')
+    model = tmp_path / "model"
+    assert main(["train", "--config", str(cfg), "--data", str(measured), "--out", str(model), "--device", "cpu", "--quiet"]) == 0
+    out = tmp_path / "rec"
+    rc = main(["reconstruct", "--model", str(model), "--data", str(measured), "--out", str(out), "--device", "cpu", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
+        assert z["object"].dtype == np.complex64 and z["object"].ndim == 2
+        assert np.isfinite(z["object"]).all() and np.abs(z["object"]).max() > 0
+    assert (out / "amplitude.png").is_file() and (out / "phase.png").is_file()
+    assert not (out / "metrics.json").exists() and not (out / "error_map.png").exists()

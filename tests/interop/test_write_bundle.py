@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 import zipfile
 from functools import lru_cache
 

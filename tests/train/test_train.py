@@ -116,7 +116,7 @@ def test_validation_split_is_by_region_without_leakage():
 
 
 def test_supervised_without_labels_is_a_clear_error(tmp_path):
-    from ptychopinn.data import load_scan, make_scan
+    from ptychopinn.data import make_scan
     from ptychopinn.simulate import simulate
     from ptychopinn.train import train
 
