@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,6 +112,13 @@ def setup_logging(quiet: bool) -> None:
         handler._ptychopinn_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not getattr(warnings.formatwarning, "_ptychopinn_cli", False):
+        # a Python warning (e.g. from data loading) prints as one line, also under --quiet
+        def _format(message: Any, category: Any, filename: Any, lineno: Any, line: Any = None) -> str:
+            return f"ptychopinn: warning: {' '.join(str(message).split())}\n"
+
+        _format._ptychopinn_cli = True  # type: ignore[attr-defined]
+        warnings.formatwarning = _format
 
 
 def _opt(flag: str, value: Any, kind: Callable[[Any], Any]) -> Any:
