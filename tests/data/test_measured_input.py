@@ -156,3 +156,43 @@ def test_normalisation_accepts_only_a_matching_mask(rng):
     d = rng.random((4, 8, 8)).astype(np.float32)
     with pytest.raises(DataError, match=r"bad_pixels has shape \(4, 4\)"):
         normalization_factor(d, bad_pixels=np.zeros((4, 4), bool))
+
+
+def test_probe_resampling_follows_the_detector_crop(rng):
+    """Cropping the detector to W of S pixels = Fourier-cropping the probe: its far field is the
+    central W x W of the original far field (up to a constant)."""
+    from ptychopinn.data.detector import resample_object, transform_probe
+
+    S, W = 32, 16
+    yy, xx = np.mgrid[:S, :S] - S / 2
+    probe = np.exp(-(xx**2 + yy**2) / 30.0) * np.exp(1j * 0.02 * (xx**2 + yy**2))
+    far = np.abs(np.fft.fftshift(np.fft.fft2(probe))) ** 2
+    small = transform_probe(probe, S, (0, 0, W), 1)
+    assert small.shape == (W, W) and small.dtype == np.complex64
+    far_small = np.abs(np.fft.fftshift(np.fft.fft2(small))) ** 2
+    centre = far[S // 2 - W // 2 : S // 2 + W // 2, S // 2 - W // 2 : S // 2 + W // 2]
+    np.testing.assert_allclose(far_small / far_small.sum(), centre / centre.sum(), atol=1e-6)
+    # binning keeps the pixel: the central N x N of the (resampled) probe
+    np.testing.assert_allclose(transform_probe(probe, S, None, 2), probe[8:24, 8:24], rtol=1e-6)
+    # objects are resampled on the same coarser grid (a constant stays that constant)
+    obj = np.full((40, 60), 0.5 + 0.25j)
+    np.testing.assert_allclose(resample_object(obj, 0.5), np.full((20, 30), 0.5 + 0.25j), atol=1e-6)
+
+
+def test_h5_round_trip_keeps_mask_modes_and_initial_object(tmp_path, rng):
+    from ptychopinn.data import save_scan_h5
+
+    N = 8
+    bad = np.zeros((N, N), bool)
+    bad[2, 3] = True
+    modes = (rng.random((2, N, N)) + 1j).astype(np.complex64)
+    scan = make_scan(diffraction=rng.integers(0, 50, (5, N, N)).astype(np.uint16), xcoords=rng.uniform(0, 9, 5),
+                     ycoords=rng.uniform(0, 9, 5), probeGuess=modes, bad_pixels=bad,
+                     initial_object=np.ones((20, 20), np.complex64))
+    assert scan.diffraction_units == "counts"
+    back = load_scan(save_scan_h5(tmp_path / "s.h5", scan))
+    assert back.diffraction_units == "amplitude"
+    np.testing.assert_array_equal(np.asarray(back.diffraction), np.asarray(scan.diffraction))
+    np.testing.assert_array_equal(back.bad_pixels, bad)
+    np.testing.assert_array_equal(back.probe_modes, modes)
+    assert back.object is None and back.initial_object.shape == (20, 20)

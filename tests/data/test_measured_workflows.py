@@ -142,6 +142,14 @@ def test_frames_larger_than_the_model_with_bin_and_crop(measured, tmp_path, caps
     big = _save(tmp_path / "big.npz", diffraction=split, **m["base"])
     assert rel_l2(_reconstruct(m, big, tmp_path / "r_bin", "--bin", "2", capsys=capsys), ref) <= 1e-4
     assert rel_l2(_onnx(m, big, tmp_path / "o_bin", "--bin", "2"), ref) <= 1e-4
+    # train takes the flag too: the binned scan normalises exactly like the 64x64 one
+    out = tmp_path / "model_bin"
+    rc = main(["train", "--data", str(big), "--bin", "2", "--out", str(out), "--epochs", "1", "--n-filters-scale", "1",
+               "--validation-fraction", "0", "--batch-size", "8", "--device", "cpu", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    f_bin = json.loads((out / "config.json").read_text())["extra"]["training"]["normalization_factor"]
+    f_ref = json.loads((m["model"] / "config.json").read_text())["extra"]["training"]["normalization_factor"]
+    assert abs(f_bin / f_ref - 1) <= 1e-6
     # without a flag: exit 2, one line that names the flags
     assert main(["reconstruct", "--model", str(m["model"]), "--data", str(big), "--out", str(tmp_path / "x"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
