@@ -196,3 +196,15 @@ def test_h5_round_trip_keeps_mask_modes_and_initial_object(tmp_path, rng):
     np.testing.assert_array_equal(back.bad_pixels, bad)
     np.testing.assert_array_equal(back.probe_modes, modes)
     assert back.object is None and back.initial_object.shape == (20, 20)
+
+
+def test_chunked_scans_budget_for_the_stored_frames(tmp_path):
+    """Binning 128x128 frames to 64x64: chunked passes size their blocks by the stored frames."""
+    from ptychopinn.data.lazy import iter_chunks
+
+    path, a = _big_frames(tmp_path, M=10)
+    scan = load_scan(path, bin=2)
+    per_row = 128 * 128 * (4 + 8)
+    assert scan.diffraction.row_nbytes == per_row
+    blocks = [b.shape[0] for _, b in iter_chunks(scan.diffraction, chunk_bytes=3 * per_row)]
+    assert blocks == [3, 3, 3, 1]

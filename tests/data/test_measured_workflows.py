@@ -94,6 +94,14 @@ def test_counts_and_equivalent_amplitudes_give_the_same_object(measured, tmp_pat
     hits = [ln for ln in lines if "looks like intensities" in ln]
     assert len(hits) == 1 and hits[0].startswith("ptychopinn: warning:"), proc.stderr
     assert not [ln for ln in lines if ln.startswith(" ")], proc.stderr  # no source-line continuation
+    proc = subprocess.run(
+        [sys.executable, "-m", "ptychopinn.interop.onnx.runner", str(m["onnx"]), str(fcounts), "--out", str(tmp_path / "o_sub"),
+         "--threads", "1", "--no-images"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    hits = [ln for ln in proc.stderr.splitlines() if "looks like intensities" in ln]
+    assert len(hits) == 1 and hits[0].startswith("ptychopinn-onnx: warning:"), proc.stderr
     # the torch-free runner reads counts the same way
     assert rel_l2(_onnx(m, m["counts"], tmp_path / "o_counts"), ref) <= 1e-4
     assert rel_l2(_onnx(m, fcounts, tmp_path / "o_f", "--diffraction-units", "counts"), ref) <= 1e-4
