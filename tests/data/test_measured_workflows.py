@@ -182,6 +182,25 @@ def test_positions_in_metres_with_pixel_size(measured, tmp_path, capsys):
     metres = _save(tmp_path / "metres.npz", diffraction=m["C"], **base)
     ref = _reconstruct(m, m["counts"], tmp_path / "r_ref", capsys=capsys)
     assert rel_l2(_reconstruct(m, metres, tmp_path / "r_m", "--pixel-size", str(px), capsys=capsys), ref) <= 1e-4
+    with pytest.warns(UserWarning, match="less than one.*--pixel-size"):  # metres read as pixels
+        _reconstruct(m, metres, tmp_path / "r_px", capsys=capsys)
     assert main(["reconstruct", "--model", str(m["model"]), "--data", str(metres), "--out", str(tmp_path / "y"),
                  "--pixel-size", "-1", "--device", "cpu"]) == 2
     assert "--pixel-size" in capsys.readouterr().err
+
+
+def test_sparse_scan_at_gridsize_2_warns_through_the_cli(measured, tmp_path, capsys):
+    """Group offsets beyond N/2 (patterns of a group do not overlap): one warning, still exit 0."""
+    from ptychopinn import io
+    from ptychopinn.config import ModelConfig
+    from ptychopinn.model import PtychoPINN
+
+    m = measured
+    torch.manual_seed(0)
+    model = tmp_path / "gs2"
+    io.save_model(PtychoPINN(ModelConfig(N=64, gridsize=2, n_filters_scale=1), probe=m["base"]["probeGuess"][0]), model)
+    xy = np.stack(np.meshgrid(np.arange(4) * 60.0, np.arange(4) * 60.0), -1).reshape(-1, 2)
+    sparse = _save(tmp_path / "sparse.npz", diffraction=m["C"], **dict(m["base"], xcoords=xy[:, 0], ycoords=xy[:, 1]))
+    with pytest.warns(UserWarning, match="more than N/2 = 32.*too sparse for gridsize 2"):
+        rc = main(["reconstruct", "--model", str(model), "--data", str(sparse), "--out", str(tmp_path / "r"), "--device", "cpu", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
