@@ -163,6 +163,8 @@ def run_onnx(
     if isinstance(scan_or_path, (str, os.PathLike)):
         scan = load_scan(scan_or_path, mmap=chunk is not None, options=None if load is None else load.for_size(info.N))
     elif hasattr(scan_or_path, "diffraction") and hasattr(scan_or_path, "xcoords"):
+        if load is not None and not load.is_default:
+            raise ConfigError("load options (--diffraction-units, --pixel-size, --crop-detector, --bin) apply to scan files; pass them to data.load_scan for an in-memory Scan")
         scan = scan_or_path
     else:
         raise DataError(f"expected a scan file path or a ptychopinn.data.Scan, got {type(scan_or_path).__name__}")

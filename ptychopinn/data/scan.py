@@ -183,8 +183,13 @@ class Scan:
 
     def __repr__(self) -> str:
         obj = None if self.object is None else self.object.shape
+        extra = f", units={self.diffraction_units!r}" if self.diffraction_units != "amplitude" else ""
+        if self.bad_pixels is not None:
+            extra += f", bad_pixels={int(self.bad_pixels.sum())}"
+        if self.probe_modes is not None:
+            extra += f", probe_modes={self.probe_modes.shape[0]}"
         return (
-            f"Scan(M={self.n_positions}, N={self.N}, object={obj}, Y={self.Y is not None}, "
+            f"Scan(M={self.n_positions}, N={self.N}, object={obj}, Y={self.Y is not None}{extra}, "
             f"path={str(self.path) if self.path else None!r})"
         )
 

@@ -208,3 +208,20 @@ def test_chunked_scans_budget_for_the_stored_frames(tmp_path):
     assert scan.diffraction.row_nbytes == per_row
     blocks = [b.shape[0] for _, b in iter_chunks(scan.diffraction, chunk_bytes=3 * per_row)]
     assert blocks == [3, 3, 3, 1]
+
+
+def test_workflows_name_the_flags_for_big_frames(tmp_path):
+    from ptychopinn.config import ModelConfig, TrainConfig
+    from ptychopinn.data import LoadOptions
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.train import train
+
+    path, _ = _big_frames(tmp_path)  # 128x128 frames and a 128x128 probe
+    with pytest.raises(DataError, match=r"128x128, expected N=64.*--crop-detector.*--bin 2") as info:
+        train(path, ModelConfig(N=64), train_config=TrainConfig(epochs=1, device="cpu"), progress=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="apply to scan files"):
+        train(load_scan(path), ModelConfig(N=64), train_config=TrainConfig(epochs=1, device="cpu"), progress=False,
+              load=LoadOptions(bin=2))
+    scan = load_scan(path, bin=2)  # the (128, 128) probe follows the detector: central 64x64
+    assert scan.N == 64 and scan.probe.shape == (64, 64)
