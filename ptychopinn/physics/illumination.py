@@ -35,6 +35,38 @@ def gaussian_smooth3(x: Tensor, sigma: float) -> Tensor:
     return out.reshape(*lead, H, W)
 
 
+def _reflect_pad1_adjoint(g: Tensor, dim: int) -> Tensor:
+    """Adjoint of REFLECT padding by one pixel along `dim` (size n + 2 → n).
+
+    Padding copies x[1] before x[0] and x[n − 2] after x[n − 1]; the adjoint adds those two
+    border values back onto x[1] and x[n − 2].
+    """
+    n = g.shape[dim] - 2
+    inner = g.narrow(dim, 1, n).clone()
+    inner.narrow(dim, 1, 1).add_(g.narrow(dim, 0, 1))
+    inner.narrow(dim, n - 2, 1).add_(g.narrow(dim, n + 1, 1))
+    return inner
+
+
+def gaussian_smooth3_adjoint(y: Tensor, sigma: float) -> Tensor:
+    """Adjoint of `gaussian_smooth3(·, σ)` for ⟨a, b⟩ = Σ conj(a)·b: `(..., H, W)` → same.
+
+    The 3×3 filter is symmetric, but REFLECT padding is not self-adjoint at the edges, so this
+    is the transposed convolution followed by folding the padded border back (H, W ≥ 3).
+    σ = 0 returns y unchanged.
+    """
+    if sigma == 0:
+        return y
+    if y.is_complex():
+        return torch.complex(gaussian_smooth3_adjoint(y.real, sigma), gaussian_smooth3_adjoint(y.imag, sigma))
+    *lead, H, W = y.shape
+    taps = _gaussian_taps(sigma, y.dtype, y.device)
+    kernel = (taps[:, None] * taps[None, :]).reshape(1, 1, 3, 3)
+    g = F.conv_transpose2d(y.reshape(-1, 1, H, W), kernel)  # (·, 1, H + 2, W + 2)
+    g = _reflect_pad1_adjoint(_reflect_pad1_adjoint(g, -2), -1)
+    return g.reshape(*lead, H, W)
+
+
 def illuminate(
     patches: Tensor,
     probe: Tensor,
@@ -111,4 +143,4 @@ class ProbeIllumination(nn.Module):
         return f"N={self.N}, mask={self.mask is not None}, smoothing_sigma={self.smoothing_sigma}, trainable={trainable}"
 
 
-__all__ = ["illuminate", "gaussian_smooth3", "ProbeIllumination"]
+__all__ = ["illuminate", "gaussian_smooth3", "gaussian_smooth3_adjoint", "ProbeIllumination"]
