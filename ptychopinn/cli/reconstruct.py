@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from .train import number, required_path, setup_logging
+from .train import add_load_arguments, load_options, number, required_path, setup_logging
 
 HELP = "reconstruct the object of a scan with a trained model (native dir/zip or legacy wts.h5.zip)"
 
@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--n-groups", default=None, metavar="K", help="groups to use (default: one per scan position)")
     a("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, mps")
     a("--quiet", action="store_true", default=False, help="no progress bar")
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             device=str(args.device),
             out_dir=out,
             progress=not args.quiet and main,
+            load=load_options(args),
         )
     if not main:
         return 0
