@@ -22,7 +22,6 @@ _LAZY: dict[str, str] = {
     "mixed_state_probe": "probe",
     "illuminate": "illumination",
     "gaussian_smooth3": "illumination",
-    "ProbeIllumination": "illumination",
     "diffract": "diffraction",
     "far_field_intensity": "diffraction",
     "pad_and_diffract": "diffraction",

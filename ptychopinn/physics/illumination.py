@@ -1,13 +1,13 @@
-"""Illumination: exit wave ψ = probe ⊙ object patch (spec §4.3 step 6, layer `probe_illumination`)."""
+"""Illumination: exit wave ψ = probe ⊙ object patch (spec §4.3 step 6, layer `probe_illumination`).
+
+The `nn.Module` holding the probe is `physics.operator.PtychographyOperator`.
+"""
 from __future__ import annotations
 
-import math
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def _gaussian_taps(sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -93,54 +93,4 @@ def illuminate(
     return psi
 
 
-def _as_tensor(value: Any, dtype: torch.dtype) -> Tensor:
-    if isinstance(value, Tensor):
-        return value.detach().clone().to(dtype)
-    return torch.as_tensor(np.asarray(value)).to(dtype)
-
-
-class ProbeIllumination(nn.Module):
-    """`nn.Module` form of `illuminate` holding the probe (and optional mask).
-
-    probe: `(N, N)` complex (numpy or torch), stored complex64 as buffer `probe`, or as a
-    Parameter when `trainable`. mask: `(N, N)` real support (e.g. `probe_mask(N)`) stored as
-    float32 buffer `mask`, or None for no mask. forward: `(..., N, N)` complex → same.
-    """
-
-    def __init__(
-        self,
-        probe: Any,
-        *,
-        mask: Any = None,
-        smoothing_sigma: float = 0.0,
-        trainable: bool = False,
-    ) -> None:
-        super().__init__()
-        p = _as_tensor(probe, torch.complex64)
-        if p.ndim != 2 or p.shape[0] != p.shape[1]:
-            raise ValueError(f"ProbeIllumination: probe must be (N, N), got shape {tuple(p.shape)}")
-        if trainable:
-            self.probe = nn.Parameter(p)
-        else:
-            self.register_buffer("probe", p)
-        m = None if mask is None else _as_tensor(mask, torch.float32)
-        if m is not None and tuple(m.shape) != tuple(p.shape):
-            raise ValueError(f"ProbeIllumination: mask shape {tuple(m.shape)} != probe shape {tuple(p.shape)}")
-        self.register_buffer("mask", m)
-        if not math.isfinite(smoothing_sigma):
-            raise ValueError(f"ProbeIllumination: smoothing_sigma must be finite, got {smoothing_sigma}")
-        self.smoothing_sigma = float(smoothing_sigma)
-
-    @property
-    def N(self) -> int:
-        return int(self.probe.shape[-1])
-
-    def forward(self, patches: Tensor) -> Tensor:
-        return illuminate(patches, self.probe, mask=self.mask, smoothing_sigma=self.smoothing_sigma)
-
-    def extra_repr(self) -> str:
-        trainable = isinstance(self.probe, nn.Parameter)
-        return f"N={self.N}, mask={self.mask is not None}, smoothing_sigma={self.smoothing_sigma}, trainable={trainable}"
-
-
-__all__ = ["illuminate", "gaussian_smooth3", "gaussian_smooth3_adjoint", "ProbeIllumination"]
+__all__ = ["illuminate", "gaussian_smooth3", "gaussian_smooth3_adjoint"]

@@ -209,3 +209,14 @@ def test_mixed_state_simulation():
     assert np.linalg.norm(d["diffraction"] - single) > 0.01 * np.linalg.norm(single)
     noisy = simulate(cfg)
     assert np.array_equal(noisy["xcoords"], d["xcoords"]) and noisy["probeGuess"].shape == (K, 64, 64)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_mixed_state_scan_file_loads_with_its_modes(tmp_path, suffix):
+    from ptychopinn.data import load_scan
+
+    cfg = dataclasses.replace(TINY_RANDOM, n_positions=4, probe_modes=2)
+    scan = load_scan(simulate_to_file(cfg, tmp_path / f"scan{suffix}"))
+    ref = simulate(cfg)
+    assert scan.probe_modes.shape == (2, 64, 64) and np.array_equal(scan.probe_modes, ref["probeGuess"])
+    assert np.array_equal(scan.probe, ref["probeGuess"][0])  # mode 0 is the dominant one
