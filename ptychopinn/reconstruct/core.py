@@ -174,7 +174,7 @@ def reconstruct(
     if stitch == "tf":
         canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev)
     else:
-        w = patch_weights(scan.probe, crop, weight)
+        w = patch_weights(_stitch_probe(scan, net, warn=main and weight == "probe"), crop, weight)
         w = None if w is None else torch.from_numpy(w)
         canvas, weight_sum, origin, centres = _run_barycentric(
             net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info
@@ -213,6 +213,26 @@ def reconstruct(
                     write_error = exc if isinstance(exc, PtychoPINNError) else ConfigError(f"{out_dir}: writing the reconstruction failed: {exc}")
             dist_.agree(write_error)  # also a barrier: the files exist when any rank returns
     return rec
+
+
+def _stitch_probe(scan: Any, net: Any, *, warn: bool) -> np.ndarray:
+    """The probe whose |P|² weights the stitched patches, `(N, N)`.
+
+    Scan.probe (the dominant mode) for a single-mode model, with a one-line warning when the
+    scan holds K ≥ 2 modes (`Scan.probe_modes`); sqrt(Σₖ |Pₖ|²) of the scan's modes for a
+    multi-mode model (its total illumination).
+    """
+    modes = getattr(scan, "probe_modes", None)
+    if modes is None:
+        return scan.probe
+    if int(getattr(net, "n_modes", 1)) <= 1:
+        if warn:
+            log.warning(
+                "%s: the scan holds %d probe modes, the model one; the dominant mode weights the stitched patches",
+                scan_label(scan), len(modes),
+            )
+        return scan.probe
+    return np.sqrt((np.abs(np.asarray(modes)) ** 2).sum(axis=0))
 
 
 def _normalization_factor(diffraction: Any, indices: np.ndarray, bad_pixels: Any = None) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..physics.probe import probe_norm
 
 log = logging.getLogger("ptychopinn")
 
@@ -81,8 +82,29 @@ def normalised_probe(scan: Any, probe_scale: float = DEFAULT_PROBE_SCALE) -> np.
         raise DataError(f"{scan_label(scan)}: key 'probeGuess': {exc}") from exc
 
 
+def normalised_probe_modes(scan: Any, probe_scale: float = DEFAULT_PROBE_SCALE) -> np.ndarray:
+    """The probe the model trains with: `normalised_probe(scan)` `(N, N)`, or, when the scan
+    holds K ≥ 2 modes (`Scan.probe_modes` `(K, N, N)`), all K modes `(K, N, N)` complex64
+    divided by the one factor that normalises the dominant mode (`Scan.probe`) as spec §2.3,
+    so the modes keep their relative powers and a one-mode scan trains exactly as before."""
+    single = normalised_probe(scan, probe_scale)
+    modes = getattr(scan, "probe_modes", None)
+    if modes is None:
+        return single
+    modes = np.asarray(modes, dtype=np.complex64)
+    dominant = np.asarray(scan.probe, dtype=np.complex64)
+    if modes.ndim != 3 or modes.shape[1:] != dominant.shape:
+        raise DataError(f"{scan_label(scan)}: key 'probeGuess': modes must be (K, N, N) like the probe {dominant.shape}, got {modes.shape}")
+    try:
+        norm = probe_norm(dominant, probe_scale)
+    except ValueError as exc:
+        raise DataError(f"{scan_label(scan)}: key 'probeGuess': {exc}") from exc
+    return (modes / np.float32(norm)).astype(np.complex64)
+
+
 __all__ = [
     "as_scan",
+    "normalised_probe_modes",
     "scan_label",
     "resolve_nphotons",
     "normalised_probe",

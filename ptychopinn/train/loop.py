@@ -26,8 +26,8 @@ from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict
 from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 from . import master_weights
 from . import state as st
-from .inputs import as_scan, normalised_probe, resolve_nphotons, scan_label
-from .losses import batch_loss, needs_labels
+from .inputs import as_scan, normalised_probe_modes, resolve_nphotons, scan_label
+from .losses import batch_loss, detector_valid, needs_labels
 
 log = logging.getLogger("ptychopinn")
 
@@ -259,14 +259,16 @@ def _shard_loss(
     labels_of: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
     batch_size: int,
     weight: float,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`batch_loss` of one (shard of a) global batch of `batch_size` groups, on `device`."""
+    """`batch_loss` of one (shard of a) global batch of `batch_size` groups, on `device`
+    (valid: the `(N, N)` detector mask, True = measured, or None)."""
     x = batch["x"].to(device, non_blocking=True)
     offsets = batch["offsets"].to(device, non_blocking=True)
     labels = labels_of(batch).to(device) if labels_of is not None else None
     return batch_loss(
         model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast,
-        batch_size=batch_size, weight=weight,
+        batch_size=batch_size, weight=weight, valid=valid,
     )
 
 
@@ -284,6 +286,7 @@ def _evaluate(
     autocast: Any,
     labels_of: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
     info: Any = None,
+    valid: torch.Tensor | None = None,
 ) -> float:
     """Mean loss over the batches of `val_idx` (weighted by batch size), no gradients.
 
@@ -296,7 +299,7 @@ def _evaluate(
     count = 0
     with torch.no_grad():
         for batch, (_, weight, B) in zip(loader, plan):
-            loss, parts = _shard_loss(model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight)
+            loss, parts = _shard_loss(model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight, valid)
             batch_total, _ = _global_loss(loss, parts, info)
             total += batch_total * B
             count += B
@@ -434,7 +437,7 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
             raise DataError(f"{label}: {train_idx.size} training groups for {W} processes; use fewer processes")
     nphotons = resolve_nphotons(scan, data_config)
     scale = physics.intensity_scale(nphotons, model_config.N)
-    probe = normalised_probe(scan, getattr(model_config, "probe_scale", 4.0))
+    probe = normalised_probe_modes(scan, getattr(model_config, "probe_scale", 4.0))  # (N, N) or (K, N, N)
     device = resolve_device(tc.device) if info is None else dist_.rank_device(tc.device, info.local_rank)
     if tc.amp == "fp16" and device.type == "cpu":
         raise ConfigError("TrainConfig.amp='fp16' needs a GPU; use amp='bf16' on CPU")
@@ -519,6 +522,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
         eval_model: Any = torch.compile(model) if (tc.compile and info is not None) else run_model
         autocast = _autocast_factory(tc.amp, device)
         centre_mask = _centre_mask(model_config, device) if (tc.realspace_weight and not model_config.probe_big) else None
+        valid = detector_valid(scan, device)  # ~Scan.bad_pixels: masked pixels leave the NLL/MAE
 
         summary = {
             "normalization_factor": factor,
@@ -547,7 +551,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
             seen = 0
             for step, (batch, (_, weight, B)) in enumerate(zip(loader, plan)):
                 loss, parts = _shard_loss(
-                    run_model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight
+                    run_model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight, valid
                 )
                 batch_total, parts = _global_loss(loss, parts, info)
                 if not torch.isfinite(batch_total):
@@ -577,7 +581,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
                 model.eval()
                 val_loss = _evaluate(
                     eval_model, dataset, val_idx, tc.batch_size, tc.num_workers, pin, device, model_config, tc,
-                    centre_mask, autocast, labels_of, info,
+                    centre_mask, autocast, labels_of, info, valid,
                 )
             scheduler.step(val_loss if val_loss is not None else train_loss)
             seconds = time.perf_counter() - t0
