@@ -254,6 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime (default: all cores)")
     p.add_argument("--format", default="npz,h5", help="output formats, comma-separated: npz, h5 (default both)")
     p.add_argument("--no-images", action="store_true", help="do not write amplitude/phase PNGs")
+    # live reconstruction of a file being written (interop/onnx/follow.py, docs/beamline.md)
+    p.add_argument("--follow", action="store_true",
+                   help="follow an HDF5 scan that another process is writing (SWMR) until its root attribute "
+                        "scan_complete is true or --idle-timeout passes without a new frame")
+    p.add_argument("--update-every", type=float, default=2.0, metavar="S",
+                   help="--follow: rewrite the outputs every S seconds (default 2; 0: after every batch)")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                   help="--follow: end after S seconds without a new frame, or when the file has not appeared (default 300)")
+    p.add_argument("--no-final-pass", action="store_true",
+                   help="--follow: keep the live canvas (provisional normalisation from the first frames) instead of "
+                        "re-running the frames with the whole scan's factor at the end")
     return p
 
 
@@ -270,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not formats or any(f not in ("npz", "h5") for f in formats):
             raise ConfigError(f"--format must list npz and/or h5, got {args.format!r}")
+        if args.follow:
+            return _follow_main(args, formats)
         rec = run_onnx(
             args.model,
             args.scan,
@@ -295,6 +308,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{rec.patterns_per_second:.1f} patterns/s end to end, {rec.inference_patterns_per_second:.1f} patterns/s "
         f"in ONNX Runtime [{rec.providers[0]}] -> {rec.paths.get('npz', rec.paths.get('h5', args.out))}"
     )
+    return 0
+
+
+def _follow_main(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
+    """`--follow`: live reconstruction (errors propagate to `main`'s one-line handler)."""
+    from .follow import DEFAULT_IDLE_TIMEOUT, follow_onnx
+
+    if args.chunk is not None:
+        raise ConfigError("--chunk does not apply to --follow (the follower always reads one batch at a time)")
+    res = follow_onnx(
+        args.model,
+        args.scan,
+        args.out,
+        providers=args.providers,
+        threads=args.threads,
+        crop=args.crop,
+        batch_size=args.batch_size,
+        update_every=args.update_every,
+        idle_timeout=DEFAULT_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
+        final_pass=not args.no_final_pass,
+        formats=formats,
+        images=not args.no_images,
+    )
+    print(res.summary())
     return 0
 
 
