@@ -520,8 +520,7 @@ def follow(
     def meta(f: float, final: bool, complete: bool) -> dict[str, Any]:
         return {"stitch": "barycentric", "crop": model.crop, "n_groups": canvas.n, "normalization_factor": f,
                 "intensity_scale": float(model.intensity_scale), "model": model.label, "scan": str(scan.path),
-                "frame": "positions - origin", "follow": {"final": final, "scan_complete": complete,
-                                                          "frames": stats.frames, "updates": stats.updates},
+                "frame": "positions - origin", "follow": {"final": final, "scan_complete": complete, **stats.as_dict()},
                 **model.extra_meta}
 
     def publish(cv: GrowingCanvas, f: float, final: bool, complete: bool) -> dict[str, str]:
@@ -588,20 +587,21 @@ def follow(
                 stats.frames = cursor
                 stats.batches += 1
                 stats.live_s = time.perf_counter() - t_first
+                last_new = time.monotonic()  # busy with a backlog is not idle
                 del frames
             else:
                 now = time.monotonic()
                 if complete:  # attribute seen and the fresh handle is drained
                     stats.ended_by = "scan_complete"
                     break
-                if idle:
-                    stats.ended_by = f"idle timeout ({idle_timeout:g} s without a new frame)"
-                    break
-                if now - last_complete_check >= 5 * poll:
+                if idle or now - last_complete_check >= 5 * poll:
                     last_complete_check = now
                     if scan.complete():  # the fresh handle sees every frame flushed before the attribute
                         complete = True
                         continue
+                if idle:
+                    stats.ended_by = f"idle timeout ({idle_timeout:g} s without a new frame)"
+                    break
                 time.sleep(poll)
             if pending_ts and (time.monotonic() - last_publish >= update_every):
                 assert provisional is not None
