@@ -136,8 +136,9 @@ class LiveScan:
             raise _NotReady("file not found")
         self.close()
         try:
-            f = h5py.File(self.path, "r", swmr=True, libver="latest")
-        except (OSError, ValueError) as exc:  # locked by a writer not yet in SWMR mode, or truncated
+            # no file lock: a writer may close the file and reopen it ('a') to set scan_complete
+            f = h5py.File(self.path, "r", swmr=True, libver="latest", locking=False)
+        except (OSError, ValueError) as exc:  # a writer not yet in SWMR mode, or a truncated file
             raise _NotReady(f"cannot open it yet: {exc}") from None
         missing = [k for k in (*GROWING, "probeGuess") if k not in f]
         if missing:

@@ -272,3 +272,39 @@ def test_follow_cli_gridsize2_exits_2(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("ptychopinn-onnx: error:") and "gridsize-1" in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+_THIRD_PARTY_WRITER = r'''
+import sys, time
+import h5py, numpy as np
+path, M, N = sys.argv[1], int(sys.argv[2]), 64
+rng = np.random.default_rng(4)
+f = h5py.File(path, "w", libver="latest")
+f["probeGuess"] = (rng.random((N, N)) + 1j).astype(np.complex64)
+d = f.create_dataset("diffraction", (0, N, N), maxshape=(None, N, N), dtype="f4", chunks=(4, N, N))
+x = f.create_dataset("xcoords", (0,), maxshape=(None,), dtype="f8", chunks=(64,))
+y = f.create_dataset("ycoords", (0,), maxshape=(None,), dtype="f8", chunks=(64,))
+f.swmr_mode = True
+for s in range(0, M, 4):  # bursts of 4 frames; positions one burst behind
+    d.resize(s + 4, axis=0); d[s:s + 4] = rng.random((4, N, N)); d.flush()
+    if s:
+        x.resize(s, axis=0); x[s - 4:s] = 50 + s; x.flush()
+        y.resize(s, axis=0); y[s - 4:s] = 60 + (s % 16); y.flush()
+    time.sleep(0.005)
+x.resize(M, axis=0); x[M - 4:] = 50 + M; y.resize(M, axis=0); y[M - 4:] = 60
+f.close()
+time.sleep(0.3)
+with h5py.File(path, "a") as g:  # no attribute before SWMR: set it after closing, as some writers do
+    g.attrs["scan_complete"] = True
+'''
+
+
+def test_a_writer_that_sets_scan_complete_after_reopening_the_file(tmp_path: Path) -> None:
+    """The follower holds no file lock, so a writer can close the file and reopen it to set the flag."""
+    live = tmp_path / "live.h5"
+    (tmp_path / "writer.py").write_text(_THIRD_PARTY_WRITER)
+    w = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(live), "40"], stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+    res = follow(_fake_model(), live, None, batch_size=8, norm_frames=8, idle_timeout=60)
+    _, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+    assert res.stats.ended_by == "scan_complete" and res.stats.frames == 40
