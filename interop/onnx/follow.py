@@ -45,6 +45,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ptychopinn.data.badpixels import BadPixelFill
+from ptychopinn.data.detector import UNITS, DetectorTransform
 from ptychopinn.errors import ConfigError, DataError
 from ptychopinn.reconstruct import geometry
 
@@ -96,10 +98,68 @@ def _truthy(value: Any) -> bool:
     return bool(item)
 
 
-def as_amplitudes(raw: np.ndarray) -> np.ndarray:
-    """Frames as stored -> float32 amplitudes, the conversion `data.load_scan` applies to the
-    batch run's `diffraction` (a float32 cast). Keep in step with `ptychopinn.data`."""
-    return np.asarray(raw, dtype=np.float32)
+def as_amplitudes(raw: np.ndarray, counts: bool = False) -> np.ndarray:
+    """Frames as stored -> float32 amplitudes with the rule `data.load_scan` applies in the batch
+    run (`data.detector.DetectorTransform` without crop or binning: counts -> sqrt)."""
+    return DetectorTransform(counts=counts)(raw)
+
+
+def _text_value(value: Any) -> str:
+    v = np.asarray(value).reshape(-1)
+    item = v[0] if v.size == 1 else value
+    return item.decode("utf-8", "replace") if isinstance(item, (bytes, np.bytes_)) else str(item)
+
+
+def _file_metadata(f: Any) -> dict[str, Any]:
+    import json
+
+    raw = f["_metadata"][()] if "_metadata" in f else f.attrs.get("_metadata")
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(_text_value(raw))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def frame_rule(f: Any, label: str, N: int, option: str | None) -> tuple[bool, np.ndarray | None]:
+    """(counts, bad_pixels (N, N) bool or None) as `data.load_scan` resolves them: the explicit
+    `--diffraction-units` > the file's `diffraction_units` (key, root attribute, `_metadata`) >
+    the dtype (integers are counts); `bad_pixels` (N, N) bool, True = not measured."""
+    found: dict[str, str] = {}
+    if "diffraction_units" in f:
+        found["key 'diffraction_units'"] = _text_value(f["diffraction_units"][()])
+    if "diffraction_units" in f.attrs:
+        found["attribute 'diffraction_units'"] = _text_value(f.attrs["diffraction_units"])
+    meta = _file_metadata(f)
+    if "diffraction_units" in meta:
+        found["key '_metadata.diffraction_units'"] = str(meta["diffraction_units"])
+    for where, value in found.items():
+        if value not in UNITS:
+            raise DataError(f"{label}: {where} is {value!r}, expected 'counts' or 'amplitude'")
+    if len(set(found.values())) > 1:
+        raise DataError(f"{label}: {' and '.join(f'{w}={v!r}' for w, v in found.items())} disagree")
+    if str(meta.get("position_units", "px")) not in ("px", "pixels"):
+        raise DataError(f"{label}: _metadata.position_units = {meta['position_units']!r}; --follow needs positions in object pixels")
+    if option is not None:
+        if option not in UNITS:
+            raise ConfigError(f"--diffraction-units: expected counts or amplitude, got {option!r}")
+        units = option
+    elif found:
+        units = next(iter(found.values()))
+    else:
+        units = "counts" if f["diffraction"].dtype.kind in "iub" else "amplitude"
+    bad = None
+    if "bad_pixels" in f:
+        ds = f["bad_pixels"]
+        if ds.shape != (N, N) or ds.dtype.kind != "b":
+            raise DataError(f"{label}: key 'bad_pixels' has shape {ds.shape} {ds.dtype}, expected (N, N) = ({N}, {N}) bool (True = not measured)")
+        bad = np.ascontiguousarray(ds[()], dtype=bool)
+        if bad.all():
+            raise DataError(f"{label}: key 'bad_pixels' flags all {N}x{N} pixels, expected at least one measured pixel")
+        bad = bad if bad.any() else None
+    return units == "counts", bad
 
 
 class LiveScan:
@@ -110,7 +170,8 @@ class LiveScan:
     and key when the layout is wrong.
     """
 
-    def __init__(self, path: str | os.PathLike, *, timeout: float, poll: float = DEFAULT_POLL) -> None:
+    def __init__(self, path: str | os.PathLike, *, timeout: float, poll: float = DEFAULT_POLL, diffraction_units: str | None = None) -> None:
+        self.units_option = diffraction_units
         self.path = Path(path)
         self.label = self.path.name
         self.poll = poll
@@ -166,6 +227,8 @@ class LiveScan:
         self.probe = probe.astype(np.complex64)
         obj = self.file["objectGuess"] if "objectGuess" in self.file else None
         self.object_shape = tuple(int(s) for s in obj.shape[:2]) if obj is not None and obj.ndim >= 2 else None
+        self.counts, self.bad_pixels = frame_rule(self.file, self.label, self.N, self.units_option)
+        self.transform = DetectorTransform(counts=self.counts)
 
     def reopen(self) -> None:
         """A fresh handle (sees everything flushed so far, including attributes)."""
@@ -203,7 +266,7 @@ class LiveScan:
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(frames (n, N, N) float32, positions (n, 2) float64 [x, y], timestamps (n,) or None)."""
-        frames = as_amplitudes(self.ds["diffraction"][start:stop])
+        frames = self.transform(self.ds["diffraction"][start:stop])
         xy = np.stack([np.asarray(self.ds["xcoords"][start:stop], np.float64),
                        np.asarray(self.ds["ycoords"][start:stop], np.float64)], axis=1)
         ts = None
@@ -458,9 +521,13 @@ def _factor(energy_sum: float, occurrences: int, N: int, label: str) -> float:
     return float(np.float32(np.sqrt((N / 2) ** 2 / mean)))
 
 
-def _energies(frames: np.ndarray) -> np.ndarray:
+def _energies(frames: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Σ d² over the measured pixels (`data.normalize.pattern_energy`), float64 (n,)."""
     block = frames.astype(np.float64)
-    return np.einsum("bhw,bhw->b", block, block)
+    if valid is None:
+        return np.einsum("bhw,bhw->b", block, block)
+    sel = block[:, valid]
+    return np.einsum("bp,bp->b", sel, sel)
 
 
 def follow(
@@ -478,6 +545,7 @@ def follow(
     formats: Sequence[str] = ("npz", "h5"),
     images: bool = True,
     on_update: Callable[[FollowStats], None] | None = None,
+    diffraction_units: str | None = None,
 ) -> FollowResult:
     """Reconstruct `path` while it is written; see the module docstring for the rules.
 
@@ -486,7 +554,9 @@ def follow(
     (or for the file to appear) before the run ends. norm_frames: frames that fix the provisional
     normalisation factor. norm_factor: a fixed f instead (no final pass). final_pass: re-run all
     frames with the final f when it differs from the provisional one (needed for equality with
-    the batch run).
+    the batch run). diffraction_units: 'counts' | 'amplitude' | None (the file's declaration, else
+    integer dtypes are counts), as `--diffraction-units`; `bad_pixels` in the file are excluded
+    from f and filled at the input, as in the batch runners.
     """
     t0 = time.perf_counter()
     if batch_size < 1:
@@ -500,8 +570,10 @@ def follow(
     if model.gridsize != 1:
         raise ConfigError(f"--follow reconstructs gridsize-1 models only (this model has gridsize {model.gridsize}: its groups "
                           "need each frame's neighbours over the whole scan); run the batch command on the finished file")
-    scan = LiveScan(path, timeout=idle_timeout, poll=poll)
+    scan = LiveScan(path, timeout=idle_timeout, poll=poll, diffraction_units=diffraction_units)
     label = scan.label
+    valid = None if scan.bad_pixels is None else ~scan.bad_pixels
+    fill = None if scan.bad_pixels is None else BadPixelFill(scan.bad_pixels)
     N = model.N
     if scan.N != N:
         raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}")
@@ -512,6 +584,8 @@ def follow(
     offsets0 = np.zeros((batch_size, 1, 2), np.float32)
 
     def run_batch(cv: GrowingCanvas, frames: np.ndarray, xy: np.ndarray, scale: np.float32) -> None:
+        if fill is not None:  # as the batch runners: bad pixels filled at the input, not in f
+            frames = fill(frames)
         x = frames[:, None] * scale
         t = time.perf_counter()
         patches = np.asarray(model.predict(np.ascontiguousarray(x), offsets0[: frames.shape[0]]), np.complex64)
@@ -565,7 +639,7 @@ def follow(
                 n0 = min(avail, norm_frames)
                 e = 0.0
                 for s in range(0, n0, batch_size):
-                    e += float(_energies(scan.read(s, min(s + batch_size, n0))[0]).sum())
+                    e += float(_energies(scan.read(s, min(s + batch_size, n0))[0], valid).sum())
                 provisional = _factor(e, n0, N, label)
                 scale = _scale(provisional, model.intensity_scale)
             if scale is not None and avail > cursor:
@@ -581,7 +655,7 @@ def follow(
                 stats.max_backlog = max(stats.max_backlog, avail - cursor)
                 _check_frames(label, frames, cursor)
                 _check_positions(label, xy, cursor)
-                energy_sum += float(_energies(frames).sum())
+                energy_sum += float(_energies(frames, valid).sum())
                 run_batch(canvas, frames, xy, scale)
                 pending_ts.append(ts if ts is not None else np.full(frames.shape[0], time.time()))
                 cursor = stop

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from .train import number, required_path, setup_logging
+from .train import add_load_arguments, load_options, number, required_path, setup_logging
 
 HELP = "reconstruct the object of a scan with a trained model (native dir/zip or legacy wts.h5.zip)"
 
@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--update-every", default=2.0, metavar="S", help="--follow: rewrite the outputs every S seconds (default 2)")
     a("--idle-timeout", default=300.0, metavar="S", help="--follow: end after S seconds without a new frame (default 300)")
     a("--no-final-pass", action="store_true", default=False, help="--follow: keep the provisional normalisation (no final re-run)")
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             device=str(args.device),
             out_dir=out,
             progress=not args.quiet and main,
+            load=load_options(args),
         )
     if not main:
         return 0
@@ -86,6 +88,9 @@ def _follow(args: argparse.Namespace, model, data_path, out, crop, batch_size) -
 
     if str(args.stitch) != "barycentric" or args.n_groups is not None:
         raise ConfigError("--follow: barycentric stitching of every frame only (no --stitch tf, no --n-groups)")
+    load = load_options(args)
+    if load.pixel_size is not None or load.crop_detector or load.crop is not None or load.bin != 1:
+        raise ConfigError("--follow: --pixel-size, --crop-detector and --bin are not supported (they need the whole scan)")
     setup_logging(args.quiet)
     res = follow(
         FollowModel(**torch_predictor(model, device=str(args.device), crop=crop, weight=str(args.weight))),
@@ -95,6 +100,7 @@ def _follow(args: argparse.Namespace, model, data_path, out, crop, batch_size) -
         update_every=number("update-every", args.update_every, float),
         idle_timeout=number("idle-timeout", args.idle_timeout, float),
         final_pass=not args.no_final_pass,
+        diffraction_units=load.diffraction_units,
     )
     print(res.summary())
     return 0

@@ -6,9 +6,10 @@
 The file follows the scan contract (docs/data-contract.md) with the growing datasets a follower
 (`ptychopinn-onnx ... --follow`, docs/beamline.md) reads:
 
-- `diffraction (M, N, N)` float32, `xcoords`, `ycoords (M,)` float64 and `timestamp (M,)` float64
+- `diffraction (M, N, N)` float32 amplitudes (integer counts stay integers), `xcoords`, `ycoords (M,)` float64 and `timestamp (M,)` float64
   (Unix seconds when the frame was flushed) created empty, resizable along axis 0;
-- `probeGuess (N, N)` complex64 (and `objectGuess` when asked) written before the scan starts;
+- `probeGuess (N, N)` complex64 (`bad_pixels (N, N)` bool when given, `objectGuess` when asked)
+  written before the scan starts;
 - root attribute `scan_complete` = False, set True after the last frame and positions are
   flushed (the attribute exists before SWMR mode starts: SWMR writers may change, not create it).
 
@@ -103,7 +104,11 @@ def stream_scan(
         f.create_dataset("probeGuess", data=np.asarray(arrays["probeGuess"], np.complex64))
         if include_object and "objectGuess" in arrays:
             f.create_dataset("objectGuess", data=np.asarray(arrays["objectGuess"], np.complex64))
-        d = f.create_dataset("diffraction", shape=(0, N, N), maxshape=(None, N, N), dtype=np.float32, chunks=(1, N, N))
+        if arrays.get("bad_pixels") is not None:
+            f.create_dataset("bad_pixels", data=np.asarray(arrays["bad_pixels"], bool))
+        kind = np.dtype(getattr(diff, "dtype", np.float32))
+        dtype = kind if kind.kind in "iu" else np.dtype(np.float32)  # integer detector counts stay counts
+        d = f.create_dataset("diffraction", shape=(0, N, N), maxshape=(None, N, N), dtype=dtype, chunks=(1, N, N))
         t = f.create_dataset("timestamp", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
         dx = f.create_dataset("xcoords", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
         dy = f.create_dataset("ycoords", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
@@ -119,7 +124,7 @@ def stream_scan(
             if die_after is not None:
                 due = min(due, max(die_after, 1))
             if due > written:
-                _append(d, np.asarray(diff[written:due], np.float32))
+                _append(d, np.asarray(diff[written:due], dtype))
                 _append(t, np.full(due - written, time.time()))
                 d.flush()
                 t.flush()
