@@ -508,6 +508,14 @@ def _has_matplotlib() -> bool:
 
 
 # -- the engine --------------------------------------------------------------------------------
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to replace a user's file or non-empty folder without `overwrite`."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder (choose another output folder)")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise ConfigError(f"{out}: output folder exists and is not empty (pass --overwrite to replace it)")
+
+
 def _scale(factor: float, intensity_scale: float) -> np.float32:
     """The batch runners' input scale: float32(f · s) with f already rounded to float32."""
     return np.float32(float(np.float32(factor)) * float(intensity_scale))
@@ -546,6 +554,7 @@ def follow(
     images: bool = True,
     on_update: Callable[[FollowStats], None] | None = None,
     diffraction_units: str | None = None,
+    overwrite: bool = False,
 ) -> FollowResult:
     """Reconstruct `path` while it is written; see the module docstring for the rules.
 
@@ -556,9 +565,13 @@ def follow(
     frames with the final f when it differs from the provisional one (needed for equality with
     the batch run). diffraction_units: 'counts' | 'amplitude' | None (the file's declaration, else
     integer dtypes are counts), as `--diffraction-units`; `bad_pixels` in the file are excluded
-    from f and filled at the input, as in the batch runners.
+    from f and filled at the input, as in the batch runners. overwrite: an existing non-empty
+    `out_dir` is refused (ConfigError, before any wait) unless True; the follower then replaces it
+    at every update.
     """
     t0 = time.perf_counter()
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir), overwrite)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if norm_frames < 1:

@@ -353,6 +353,7 @@ def _follow_main(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
         idle_timeout=DEFAULT_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
         final_pass=not args.no_final_pass,
         diffraction_units=args.diffraction_units,
+        overwrite=bool(getattr(args, "overwrite", False)),  # --overwrite: from the CLI-honesty branch
         formats=formats,
         images=not args.no_images,
     )

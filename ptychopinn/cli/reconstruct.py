@@ -101,6 +101,7 @@ def _follow(args: argparse.Namespace, model, data_path, out, crop, batch_size) -
         idle_timeout=number("idle-timeout", args.idle_timeout, float),
         final_pass=not args.no_final_pass,
         diffraction_units=load.diffraction_units,
+        overwrite=bool(getattr(args, "overwrite", False)),  # --overwrite: from the CLI-honesty branch
     )
     print(res.summary())
     return 0

@@ -259,6 +259,19 @@ def test_fixed_factor_and_no_final_pass(tmp_path: Path) -> None:
     assert rel_l2(live_only.object, _reference(a, model)) > 1e-4  # provisional f from 5 frames
 
 
+def test_an_existing_output_folder_is_not_replaced_without_overwrite(tmp_path: Path) -> None:
+    a = _arrays(12, seed=3)
+    stream_scan(a, tmp_path / "live.h5", float("inf"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(ConfigError, match="not empty"):
+        follow(_fake_model(), tmp_path / "live.h5", out, idle_timeout=5)
+    assert (out / "keep.txt").read_text() == "user data" and sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    res = follow(_fake_model(), tmp_path / "live.h5", out, idle_timeout=5, overwrite=True, images=False)
+    assert res.stats.frames == 12 and not (out / "keep.txt").exists() and (out / "reconstruction.npz").exists()
+
+
 def test_gridsize2_and_missing_file_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gridsize-1 models only") as e:
         follow(_fake_model(gridsize=2), tmp_path / "x.h5", None, idle_timeout=0.2)
