@@ -184,14 +184,14 @@ def _fake_model(gridsize: int = 1) -> FollowModel:
     return FollowModel(predict=predict, N=N, gridsize=gridsize, intensity_scale=91.0, crop=N // 2)
 
 
-def _reference(a: dict[str, np.ndarray], model: FollowModel) -> np.ndarray:
+def _reference(a: dict[str, np.ndarray], model: FollowModel, obj_shape: tuple[int, int] | None = None) -> np.ndarray:
     """The batch runner's rule, written out: f over all patterns, one canvas for all positions."""
     d = a["diffraction"]
     f = data.normalization_factor(d, np.arange(d.shape[0])[:, None])
     x = d[:, None] * np.float32(float(f) * model.intensity_scale)
     patches = geometry.centre_crop(model.predict(x, np.zeros((d.shape[0], 1, 2), np.float32)), model.crop)
     centres = np.stack([a["xcoords"], a["ycoords"]], axis=1)
-    (H, W), origin = geometry.canvas_geometry(centres, model.crop, None)
+    (H, W), origin = geometry.canvas_geometry(centres, model.crop, obj_shape)
     num, den = stitch_np.stitch(np.ascontiguousarray(patches), centres - origin, (H, W),
                                 weights=geometry.patch_weights(a["probeGuess"], model.crop, "probe"))
     obj = num / (den + np.float32(1e-9))
@@ -209,6 +209,16 @@ def test_final_canvas_does_not_depend_on_batching(tmp_path: Path, batch_size: in
     assert res.stats.frames == 90 and res.stats.final_pass and res.stats.max_frames_in_memory <= batch_size
     assert res.stats.ended_by == "scan_complete"
     assert rel_l2(res.object, _reference(a, model)) <= 1e-6
+
+
+def test_an_object_guess_sets_the_canvas_frame_as_in_the_batch_run(tmp_path: Path) -> None:
+    a = _arrays(30, seed=4)
+    a["objectGuess"] = np.ones((200, 220), np.complex64)
+    stream_scan(a, tmp_path / "live.h5", float("inf"), include_object=True)
+    model = _fake_model()
+    res = follow(model, tmp_path / "live.h5", None, batch_size=8, norm_frames=4, idle_timeout=10)
+    assert res.object.shape == (200, 220) and res.origin == (0.0, 0.0)
+    assert rel_l2(res.object, _reference(a, model, (200, 220))) <= 1e-6
 
 
 def test_growing_canvas_equals_a_canvas_sized_upfront(rng) -> None:
