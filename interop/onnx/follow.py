@@ -17,6 +17,10 @@ Rules (docs/beamline.md):
   measured from the moment the follower read the frame.
 - End: the root attribute `scan_complete` true (checked on a fresh SWMR handle, since an open
   reader does not see attribute changes), or `idle_timeout` seconds without a new frame.
+- Frames are read with the batch runners' rules: units from `--diffraction-units`, the file's
+  `diffraction_units` or the dtype (integer counts -> sqrt), `bad_pixels` excluded from f and
+  filled at the input. Detector crop / binning / positions in metres need the whole scan and are
+  refused. An existing non-empty output folder is refused unless `overwrite`.
 - Gridsize 1 only: a group is one frame. Gridsize > 1 groups are drawn from a frame's nearest
   neighbours over the whole scan, which a stream cannot reproduce; such models are refused.
 - Canvas: numerator and weight accumulators in an integer-origin frame that grows by re-padding
