@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--follow: rewrite the outputs every S seconds (default 2; 0: after every batch)")
     p.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                    help="--follow: end after S seconds without a new frame, or when the file has not appeared (default 300)")
+    p.add_argument("--zmq", default=None, metavar="URL",
+                   help="--follow: receive frames from a ZeroMQ PUSH socket (e.g. tcp://127.0.0.1:5555) into SCAN "
+                        "(a spool file) and follow it (needs pyzmq)")
     p.add_argument("--no-final-pass", action="store_true",
                    help="--follow: keep the live canvas (provisional normalisation from the first frames) instead of "
                         "re-running the frames with the whole scan's factor at the end")
@@ -301,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ptychopinn.data.scan import load_options_from_flags
 
         load = load_options_from_flags(args.diffraction_units, args.pixel_size, args.crop_detector, args.bin)
+        if args.zmq is not None and not args.follow:
+            raise ConfigError("--zmq needs --follow")
         if args.follow:
             return _follow_main(args, formats)
         rec = run_onnx(
@@ -341,22 +346,37 @@ def _follow_main(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
     if args.pixel_size is not None or args.crop_detector or args.bin is not None:
         raise ConfigError("--follow: --pixel-size, --crop-detector and --bin are not supported (they need the whole scan); "
                           "write positions in object pixels and frames of the model's N")
-    res = follow_onnx(
-        args.model,
-        args.scan,
-        args.out,
-        providers=args.providers,
-        threads=args.threads,
-        crop=args.crop,
-        batch_size=args.batch_size,
-        update_every=args.update_every,
-        idle_timeout=DEFAULT_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout,
-        final_pass=not args.no_final_pass,
-        diffraction_units=args.diffraction_units,
-        overwrite=bool(getattr(args, "overwrite", False)),  # --overwrite: from the CLI-honesty branch
-        formats=formats,
-        images=not args.no_images,
-    )
+    idle = DEFAULT_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout
+    overwrite = bool(getattr(args, "overwrite", False))  # --overwrite: from the CLI-honesty branch
+    bridge = None
+    if args.zmq is not None:
+        from .zmq_bridge import start_bridge
+
+        bridge = start_bridge(args.zmq, args.scan, timeout=idle, overwrite=overwrite)
+    try:
+        res = follow_onnx(
+            args.model,
+            args.scan,
+            args.out,
+            providers=args.providers,
+            threads=args.threads,
+            crop=args.crop,
+            batch_size=args.batch_size,
+            update_every=args.update_every,
+            idle_timeout=idle,
+            final_pass=not args.no_final_pass,
+            diffraction_units=args.diffraction_units,
+            overwrite=overwrite,
+            formats=formats,
+            images=not args.no_images,
+        )
+    finally:
+        if bridge is not None:
+            try:
+                bridge.wait(timeout=10)
+            except Exception:  # still receiving (no 'end' message): stop it, the spool stays valid
+                bridge.terminate()
+                bridge.wait()
     print(res.summary())
     return 0
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, PtychoPINNError
 
-__all__ = ["StreamReport", "stream_scan", "main"]
+__all__ = ["StreamReport", "LiveWriter", "stream_scan", "main"]
 
 
 @dataclass
@@ -56,6 +56,83 @@ def _append(ds: Any, values: np.ndarray) -> None:
     ds[n:] = values
 
 
+class LiveWriter:
+    """An SWMR scan file being written: `append` frames and positions, `complete()`, `close()`.
+
+    Creates `probeGuess`, the optional `bad_pixels` / `objectGuess`, the growing `diffraction`
+    (dtype: integer counts stay integers, else float32), `xcoords`, `ycoords`, `timestamp` and
+    the root attribute `scan_complete` = False, then switches to SWMR mode. Every `append` or
+    `append_positions` call is one resize + write + flush per dataset.
+    """
+
+    def __init__(self, out: str | os.PathLike, probe: np.ndarray, *, frame_dtype: Any = np.float32, bad_pixels: Any = None,
+                 object_guess: Any = None, diffraction_units: str | None = None, overwrite: bool = False) -> None:
+        import h5py
+
+        self.path = Path(out)
+        if self.path.exists() and not overwrite:
+            raise ConfigError(f"{self.path}: exists; pass --overwrite to replace it")
+        probe = np.asarray(probe, np.complex64)
+        if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+            raise DataError(f"stream: key 'probeGuess' has shape {probe.shape}, expected (N, N) complex64")
+        N = probe.shape[0]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self.path.unlink()
+        kind = np.dtype(frame_dtype)
+        self.dtype = kind if kind.kind in "iu" else np.dtype(np.float32)  # integer detector counts stay counts
+        f = self.file = h5py.File(self.path, "w", libver="latest")
+        f.create_dataset("probeGuess", data=probe)
+        if bad_pixels is not None:
+            f.create_dataset("bad_pixels", data=np.asarray(bad_pixels, bool))
+        if object_guess is not None:
+            f.create_dataset("objectGuess", data=np.asarray(object_guess, np.complex64))
+        if diffraction_units is not None:
+            f.attrs["diffraction_units"] = str(diffraction_units)
+        self.d = f.create_dataset("diffraction", shape=(0, N, N), maxshape=(None, N, N), dtype=self.dtype, chunks=(1, N, N))
+        self.t = f.create_dataset("timestamp", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+        self.x = f.create_dataset("xcoords", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+        self.y = f.create_dataset("ycoords", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
+        f.attrs["scan_complete"] = False
+        f.swmr_mode = True
+        self.N = N
+        self.frames = 0
+        self.positions = 0
+        self.flushes = 0
+
+    def append(self, frames: np.ndarray) -> None:
+        """Append `frames (k, N, N)` and their flush time, then flush."""
+        frames = np.asarray(frames, self.dtype)
+        if frames.ndim != 3 or frames.shape[1:] != (self.N, self.N):
+            raise DataError(f"stream: frames of shape {frames.shape}, expected (k, {self.N}, {self.N})")
+        _append(self.d, frames)
+        _append(self.t, np.full(frames.shape[0], time.time()))
+        self.d.flush()
+        self.t.flush()
+        self.frames += frames.shape[0]
+        self.flushes += 1
+
+    def append_positions(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Append positions `x, y (k,)` float64 object pixels, then flush."""
+        x = np.asarray(x, np.float64).reshape(-1)
+        y = np.asarray(y, np.float64).reshape(-1)
+        if x.shape != y.shape:
+            raise DataError(f"stream: xcoords/ycoords blocks of shapes {x.shape}/{y.shape}")
+        _append(self.x, x)
+        _append(self.y, y)
+        self.x.flush()
+        self.y.flush()
+        self.positions += x.shape[0]
+
+    def complete(self) -> None:
+        """Set `scan_complete` (after everything else is flushed)."""
+        self.file.attrs["scan_complete"] = True
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def stream_scan(
     arrays: Mapping[str, Any],
     out: str | os.PathLike,
@@ -76,8 +153,6 @@ def stream_scan(
     `scan_complete` at the end. start_delay: seconds between creating the file (SWMR on) and the
     first frame.
     """
-    import h5py
-
     out = Path(out)
     if not rate > 0:
         raise ConfigError(f"--rate must be > 0 frames/s, got {rate}")
@@ -91,67 +166,39 @@ def stream_scan(
     diff = arrays["diffraction"]
     if len(diff.shape) != 3 or diff.shape[1] != diff.shape[2]:
         raise DataError(f"stream: key 'diffraction' has shape {tuple(diff.shape)}, expected (M, N, N)")
-    M, N = int(diff.shape[0]), int(diff.shape[1])
+    M = int(diff.shape[0])
     x = np.asarray(arrays["xcoords"], np.float64).reshape(-1)
     y = np.asarray(arrays["ycoords"], np.float64).reshape(-1)
     if x.shape != (M,) or y.shape != (M,):
         raise DataError(f"stream: xcoords/ycoords have shapes {x.shape}/{y.shape}, expected ({M},)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.unlink()
-    f = h5py.File(out, "w", libver="latest")
+    w = LiveWriter(out, arrays["probeGuess"], frame_dtype=getattr(diff, "dtype", np.float32), bad_pixels=arrays.get("bad_pixels"),
+                   object_guess=arrays.get("objectGuess") if include_object else None, overwrite=overwrite)
     try:
-        f.create_dataset("probeGuess", data=np.asarray(arrays["probeGuess"], np.complex64))
-        if include_object and "objectGuess" in arrays:
-            f.create_dataset("objectGuess", data=np.asarray(arrays["objectGuess"], np.complex64))
-        if arrays.get("bad_pixels") is not None:
-            f.create_dataset("bad_pixels", data=np.asarray(arrays["bad_pixels"], bool))
-        kind = np.dtype(getattr(diff, "dtype", np.float32))
-        dtype = kind if kind.kind in "iu" else np.dtype(np.float32)  # integer detector counts stay counts
-        d = f.create_dataset("diffraction", shape=(0, N, N), maxshape=(None, N, N), dtype=dtype, chunks=(1, N, N))
-        t = f.create_dataset("timestamp", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
-        dx = f.create_dataset("xcoords", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
-        dy = f.create_dataset("ycoords", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
-        f.attrs["scan_complete"] = False
-        f.swmr_mode = True
         if start_delay > 0:
             time.sleep(start_delay)
         t0 = time.perf_counter()
-        written = positions = flushes = 0
-        while written < M:
+        while w.frames < M:
             now = time.perf_counter()
             due = M if not np.isfinite(rate) else min(M, int((now - t0) * rate) + 1)
             if die_after is not None:
                 due = min(due, max(die_after, 1))
-            if due > written:
-                _append(d, np.asarray(diff[written:due], dtype))
-                _append(t, np.full(due - written, time.time()))
-                d.flush()
-                t.flush()
-                written = due
-                target = max(positions, written - position_lag)
-                if target > positions:
-                    _append(dx, x[positions:target])
-                    _append(dy, y[positions:target])
-                    dx.flush()
-                    dy.flush()
-                    positions = target
-                flushes += 1
-                if die_after is not None and written >= die_after:
+            if due > w.frames:
+                w.append(diff[w.frames:due])
+                target = max(w.positions, w.frames - position_lag)
+                if target > w.positions:
+                    w.append_positions(x[w.positions:target], y[w.positions:target])
+                if die_after is not None and w.frames >= die_after:
                     os.kill(os.getpid(), signal.SIGKILL)  # a crash: no close, no scan_complete
             else:
-                time.sleep(max(0.0, t0 + written / rate - now))
-        if positions < M:
-            _append(dx, x[positions:])
-            _append(dy, y[positions:])
-            dx.flush()
-            dy.flush()
+                time.sleep(max(0.0, t0 + w.frames / rate - now))
+        if w.positions < M:
+            w.append_positions(x[w.positions:], y[w.positions:])
         if complete:
-            f.attrs["scan_complete"] = True
-        f.flush()
+            w.complete()
         seconds = time.perf_counter() - t0
+        flushes = w.flushes
     finally:
-        f.close()
+        w.close()
     return StreamReport(path=out, frames=M, seconds=seconds, flushes=flushes)
 
 

@@ -364,3 +364,33 @@ def test_detector_counts_with_bad_pixels_equal_the_batch_run(setup, tmp_path: Pa
     # the rules matter: ignoring the mask, or reading counts as amplitudes, changes the result
     wrong = follow_onnx(setup["onnx"], live, None, threads=1, idle_timeout=10, diffraction_units="amplitude")
     assert rel_l2(wrong.object, batch.object) > 1e-3
+
+
+def test_zmq_stream_into_a_spool_file_equals_the_batch_run(setup, tmp_path: Path, capsys) -> None:
+    """`--zmq`: a PUSH sender on loopback, the bridge process spools to HDF5, the follower follows it."""
+    pytest.importorskip("zmq", reason="pyzmq is the optional [zmq] extra")
+    import socket
+    import threading
+
+    from ptychopinn.interop.onnx.runner import main as runner_main
+    from ptychopinn.interop.onnx.zmq_bridge import send_scan
+
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    a = _arrays(50, seed=8)
+    sender = threading.Thread(target=send_scan, args=(url, a, 500.0), daemon=True)
+    sender.start()
+    spool, out = tmp_path / "spool.h5", tmp_path / "out"
+    rc = runner_main([str(setup["onnx"]), str(spool), "--follow", "--zmq", url, "--out", str(out), "--idle-timeout", "30",
+                      "--threads", "1", "--no-images"])
+    sender.join(timeout=30)
+    assert rc == 0, capsys.readouterr().err
+    assert "followed 50 frames" in capsys.readouterr().out and _meta(out)["follow"]["ended_by"] == "scan_complete"
+    with h5py.File(spool, "r") as f:
+        np.testing.assert_array_equal(f["diffraction"][()], a["diffraction"])
+        np.testing.assert_array_equal(f["xcoords"][()], a["xcoords"])
+    batch = run_onnx(setup["onnx"], spool, None, threads=1)
+    assert rel_l2(_object(out), batch.object) <= 1e-5
+    assert runner_main([str(setup["onnx"]), str(spool), "--zmq", url, "--out", str(tmp_path / "o2")]) == 2  # needs --follow
