@@ -29,6 +29,7 @@ GROUPS: dict[str, str] = {
     "scale": "cases_scale",
     "quality": "cases_quality",
     "distributed": "cases_distributed",
+    "live": "cases_live",
 }
 REGENERATE = "python -m benchmarks --json benchmarks/results.json --markdown docs/benchmarks.md"
 

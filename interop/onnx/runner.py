@@ -268,6 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime (default: all cores)")
     p.add_argument("--format", default="npz,h5", help="output formats, comma-separated: npz, h5 (default both)")
     p.add_argument("--no-images", action="store_true", help="do not write amplitude/phase PNGs")
+    # live reconstruction of a file being written (interop/onnx/follow.py, docs/beamline.md)
+    p.add_argument("--follow", action="store_true",
+                   help="follow an HDF5 scan that another process is writing (SWMR) until its root attribute "
+                        "scan_complete is true or --idle-timeout passes without a new frame")
+    p.add_argument("--update-every", type=float, default=2.0, metavar="S",
+                   help="--follow: rewrite the outputs every S seconds (default 2; 0: after every batch)")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                   help="--follow: end after S seconds without a new frame, or when the file has not appeared (default 300)")
+    p.add_argument("--zmq", default=None, metavar="URL",
+                   help="--follow: receive frames from a ZeroMQ PUSH socket (e.g. tcp://127.0.0.1:5555) into SCAN "
+                        "(a spool file) and follow it (needs pyzmq)")
+    p.add_argument("--no-final-pass", action="store_true",
+                   help="--follow: keep the live canvas (provisional normalisation from the first frames) instead of "
+                        "re-running the frames with the whole scan's factor at the end")
     p.add_argument("--diffraction-units", default=None, metavar="UNITS",
                    help="counts or amplitude: what 'diffraction' holds (default: the file's declaration, else integers = counts)")
     p.add_argument("--pixel-size", default=None, metavar="M", help="positions are metres; metres per object pixel")
@@ -294,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         one_line_warnings("ptychopinn-onnx")
         load = load_options_from_flags(args.diffraction_units, args.pixel_size, args.crop_detector, args.bin)
+        if args.zmq is not None and not args.follow:
+            raise ConfigError("--zmq needs --follow")
+        if args.follow:
+            return _follow_main(args, formats)
         rec = run_onnx(
             args.model,
             args.scan,
@@ -320,6 +338,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{rec.patterns_per_second:.1f} patterns/s end to end, {rec.inference_patterns_per_second:.1f} patterns/s "
         f"in ONNX Runtime [{rec.providers[0]}] -> {rec.paths.get('npz', rec.paths.get('h5', args.out))}"
     )
+    return 0
+
+
+def _follow_main(args: argparse.Namespace, formats: tuple[str, ...]) -> int:
+    """`--follow`: live reconstruction (errors propagate to `main`'s one-line handler)."""
+    from .follow import DEFAULT_IDLE_TIMEOUT, follow_onnx
+
+    if args.chunk is not None:
+        raise ConfigError("--chunk does not apply to --follow (the follower always reads one batch at a time)")
+    if args.pixel_size is not None or args.crop_detector or args.bin is not None:
+        raise ConfigError("--follow: --pixel-size, --crop-detector and --bin are not supported (they need the whole scan); "
+                          "write positions in object pixels and frames of the model's N")
+    idle = DEFAULT_IDLE_TIMEOUT if args.idle_timeout is None else args.idle_timeout
+    overwrite = bool(getattr(args, "overwrite", False))  # --overwrite: from the CLI-honesty branch
+    bridge = None
+    if args.zmq is not None:
+        from .zmq_bridge import start_bridge
+
+        bridge = start_bridge(args.zmq, args.scan, timeout=idle, overwrite=overwrite)
+    try:
+        res = follow_onnx(
+            args.model,
+            args.scan,
+            args.out,
+            providers=args.providers,
+            threads=args.threads,
+            crop=args.crop,
+            batch_size=args.batch_size,
+            update_every=args.update_every,
+            idle_timeout=idle,
+            final_pass=not args.no_final_pass,
+            diffraction_units=args.diffraction_units,
+            overwrite=overwrite,
+            formats=formats,
+            images=not args.no_images,
+        )
+    finally:
+        if bridge is not None:
+            try:
+                bridge.wait(timeout=10)
+            except Exception:  # still receiving (no 'end' message): stop it, the spool stays valid
+                bridge.terminate()
+                bridge.wait()
+    print(res.summary())
     return 0
 
 

@@ -21,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--n-groups", default=None, metavar="K", help="groups to use (default: one per scan position)")
     a("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, mps")
     a("--quiet", action="store_true", default=False, help="no progress bar")
+    # live reconstruction of an HDF5 scan being written (docs/beamline.md)
+    a("--follow", action="store_true", default=False, help="follow an HDF5 scan that is being written (SWMR) until scan_complete or --idle-timeout")
+    a("--update-every", default=2.0, metavar="S", help="--follow: rewrite the outputs every S seconds (default 2)")
+    a("--idle-timeout", default=300.0, metavar="S", help="--follow: end after S seconds without a new frame (default 300)")
+    a("--no-final-pass", action="store_true", default=False, help="--follow: keep the provisional normalisation (no final re-run)")
     add_load_arguments(parser)
 
 
@@ -28,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..reconstruct import reconstruct
 
     model = required_path("model", args.model)
-    data_path = required_path("data", args.data)
+    data_path = required_path("data", args.data, must_exist=not getattr(args, "follow", False))  # --follow waits for it
     out = required_path("out", args.out, must_exist=False)
     if str(args.stitch) not in ("barycentric", "tf"):
         raise ConfigError(f"--stitch: expected barycentric or tf, got {args.stitch!r}")
@@ -43,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         g = read_model_info(model).config.gridsize
         data_config = DataConfig(gridsize=g, n_groups=number("n-groups", args.n_groups, int), seed=45)
     batch_size = number("batch-size", args.batch_size, int)
+    if getattr(args, "follow", False):
+        return _follow(args, model, data_path, out, crop, batch_size)
     from ..distributed import session
 
     # under torchrun: groups sharded across processes, canvases summed, rank 0 writes
@@ -71,4 +78,30 @@ def run(args: argparse.Namespace) -> int:
             f"amplitude SSIM {a['ssim']:.4f} PSNR {a['psnr']:.2f} dB; phase SSIM {p['ssim']:.4f} PSNR {p['psnr']:.2f} dB"
             f" (metrics in {out / 'metrics.json'})"
         )
+    return 0
+
+
+def _follow(args: argparse.Namespace, model, data_path, out, crop, batch_size) -> int:
+    """`--follow`: the torch predictor in the torch-free follow engine of the ONNX runner."""
+    from ..interop.onnx.follow import FollowModel, follow  # the CLI may join core and interop
+    from ..reconstruct.follow import torch_predictor
+
+    if str(args.stitch) != "barycentric" or args.n_groups is not None:
+        raise ConfigError("--follow: barycentric stitching of every frame only (no --stitch tf, no --n-groups)")
+    load = load_options(args)
+    if load.pixel_size is not None or load.crop_detector or load.crop is not None or load.bin != 1:
+        raise ConfigError("--follow: --pixel-size, --crop-detector and --bin are not supported (they need the whole scan)")
+    setup_logging(args.quiet)
+    res = follow(
+        FollowModel(**torch_predictor(model, device=str(args.device), crop=crop, weight=str(args.weight))),
+        data_path,
+        out,
+        batch_size=batch_size,
+        update_every=number("update-every", args.update_every, float),
+        idle_timeout=number("idle-timeout", args.idle_timeout, float),
+        final_pass=not args.no_final_pass,
+        diffraction_units=load.diffraction_units,
+        overwrite=bool(getattr(args, "overwrite", False)),  # --overwrite: from the CLI-honesty branch
+    )
+    print(res.summary())
     return 0
