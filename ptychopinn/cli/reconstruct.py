@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
+from ..interop.ptychodus.cli_support import add_product_arguments, plan_product, write_planned_product  # imports no ptychodus
 from .train import number, required_path, setup_logging
 
 HELP = "reconstruct the object of a scan with a trained model (native dir/zip or legacy wts.h5.zip)"
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--n-groups", default=None, metavar="K", help="groups to use (default: one per scan position)")
     a("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, mps")
     a("--quiet", action="store_true", default=False, help="no progress bar")
+    add_product_arguments(parser)  # ptychodus: --product, --product-in, --pixel-size, --detector-distance, --photon-energy
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         g = read_model_info(model).config.gridsize
         data_config = DataConfig(gridsize=g, n_groups=number("n-groups", args.n_groups, int), seed=45)
     batch_size = number("batch-size", args.batch_size, int)
+    product_plan = plan_product(args, data_path)  # validated before any work; None without --product/--product-in
     from ..distributed import session
 
     # under torchrun: groups sharded across processes, canvases summed, rank 0 writes
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         setup_logging(args.quiet or not main)
         rec = reconstruct(
             model,
-            data_path,
+            data_path if product_plan is None else product_plan.scan,
             data_config=data_config,
             batch_size=batch_size,
             stitch=str(args.stitch),  # type: ignore[arg-type]
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if not main:
         return 0
     print(f"wrote {out / 'reconstruction.npz'} (object {rec.object.shape[0]}x{rec.object.shape[1]}, {rec.n_groups} groups)")
+    if product_plan is not None and product_plan.path is not None:
+        print(f"wrote ptychodus product {write_planned_product(product_plan, rec, model)}")
     if rec.metrics is not None:
         a, p = rec.metrics["amplitude"], rec.metrics["phase"]
         print(
