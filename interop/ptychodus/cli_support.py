@@ -12,6 +12,7 @@ is imported only when one of the product flags is used.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,12 +74,29 @@ def _import_interop() -> Any:
     return product
 
 
-def plan_product(args: argparse.Namespace, data_path: Path) -> ProductPlan | None:
+def _model_size(model_path: Path) -> int:
+    """N of a native model or legacy bundle (for `--crop-detector`)."""
+    from ptychopinn import io
+
+    if io.is_model_path(model_path):
+        return int(io.read_model_info(model_path).config.N)
+    import torch
+
+    from ptychopinn.reconstruct.core import load_any_model
+
+    return int(load_any_model(model_path, torch.device("cpu"))[0].config.N)
+
+
+def plan_product(args: argparse.Namespace, data_path: Path, model_path: Path, load: Any = None) -> ProductPlan | None:
     """Validate the product flags before reconstructing (nothing is written on error).
 
-    Returns None when neither --product nor --product-in is given. Missing geometry, a flag
-    that disagrees with the file, an existing product without --overwrite or a missing folder
-    is a ConfigError (one line, exit 2).
+    Returns None when neither --product nor --product-in is given; otherwise the plan holds the
+    scan to reconstruct, read here with the load options `load` (`data.LoadOptions`), so the
+    caller passes `plan.scan` (and no load options) to `reconstruct`. `--pixel-size` is the
+    object pixel size in metres everywhere; for a ptychodus training export, whose positions are
+    object pixels by construction, it only supplies the product's pixel size (the positions are
+    not read as metres). Missing geometry, a flag that disagrees with the file, an existing
+    product without --overwrite or a missing folder is a ConfigError (one line, exit 2).
     """
     out = getattr(args, "product", None)
     product_in = getattr(args, "product_in", None)
@@ -99,13 +117,23 @@ def plan_product(args: argparse.Namespace, data_path: Path) -> ProductPlan | Non
         if not path.parent.is_dir():
             raise ConfigError(f"--product: folder {path.parent} does not exist")
     if product_in is not None:
+        if load is not None and dataclasses.replace(load, pixel_size=None) != type(load)():
+            raise ConfigError("--product-in: --diffraction-units, --crop-detector and --bin do not apply (the patterns are ptychodus photon counts, paired by scan index)")
         converted = pm.scan_from_product_files(data_path, Path(str(product_in)))
         # flags must agree with the product (resolve_geometry checks them against the metadata)
         pm.resolve_geometry(converted.scan, pixel_size_m=pixel, detector_distance_m=distance, photon_energy_eV=energy, path=Path(str(product_in)))
         return ProductPlan(scan=converted.scan, path=path, overwrite=overwrite, geometry=converted.geometry, source=converted.product)
-    from ptychopinn.data import load_scan
+    from ptychopinn.data import LoadOptions, load_scan
 
-    scan = load_scan(data_path)
+    opts = dataclasses.replace(load if load is not None else LoadOptions(), pixel_size=None)
+    if opts.crop_detector:
+        opts = opts.for_size(_model_size(model_path))
+    if pixel is None:
+        scan = load_scan(data_path, options=opts)
+    else:  # positions in metres (data contract), unless the file is a ptychodus export (pixels)
+        scan = load_scan(data_path, options=dataclasses.replace(opts, pixel_size=pixel))
+        if pm.is_ptychodus_export(scan):
+            scan = load_scan(data_path, options=opts)
     geometry = pm.resolve_geometry(scan, pixel_size_m=pixel, detector_distance_m=distance, photon_energy_eV=energy, path=data_path)
     return ProductPlan(scan=scan, path=path, overwrite=overwrite, geometry=geometry)
 

@@ -170,6 +170,22 @@ def _object_frame_shape(scan: Any, path: Path | None) -> tuple[int, int] | None:
     return None
 
 
+def crop_factor(meta: Mapping[str, Any]) -> float:
+    """raw window / stored frame of a detector crop recorded by `load_scan` (`detector_crop`),
+    1 without one: the object pixels of a cropped scan are 1/factor times larger."""
+    crop = meta.get("detector_crop") if isinstance(meta, Mapping) else None
+    if isinstance(crop, Mapping) and crop.get("size") and crop.get("frame"):
+        return float(crop["size"]) / float(crop["frame"])
+    return 1.0
+
+
+def is_ptychodus_export(scan: Any) -> bool:
+    """True for a scan read from a ptychodus training export (positions are object pixels about
+    the export's object array by construction)."""
+    meta = getattr(scan, "metadata", None) or {}
+    return str(meta.get("source_format", "")).startswith("ptychodus")
+
+
 def resolve_geometry(
     scan: Any,
     *,
@@ -181,22 +197,27 @@ def resolve_geometry(
     """The scan's physical frame: its metadata (and, for a ptychodus HDF5 training file, the
     file's scalars) completed by explicit values; a value given both ways must agree.
 
-    The object-frame origin is placed so that the centre of the export's object array is at
-    (0, 0) m: ptychodus's training exports store pixel positions about that array's centre and
-    drop the absolute scan origin, so (0, 0) is the only honest choice. Without an object
-    array pixel (0, 0) is at (0, 0) m.
+    pixel_size_m is at the sampling of the stored frames (as `--pixel-size`); after a detector
+    crop (`Scan.metadata['detector_crop']`) the object pixels are larger by frame/window.
+    Origin: for a ptychodus training export the centre of the export's object array is put at
+    (0, 0) m (the exports store pixel positions about that array's centre and drop the absolute
+    scan origin, so (0, 0) is the only honest choice); otherwise object-frame pixel (0, 0) is at
+    (0, 0) m, so positions read in metres come back unchanged.
     Raises ConfigError naming every missing value and the flag that supplies it.
     """
     p = Path(path) if path is not None else getattr(scan, "path", None)
     p = Path(p) if p is not None else None
-    known = dict(geometry_from_metadata(getattr(scan, "metadata", None) or {}))
-    if p is not None and p.is_file():
+    meta = getattr(scan, "metadata", None) or {}
+    known = dict(geometry_from_metadata(meta))
+    if p is not None and p.is_file() and crop_factor(meta) == 1.0:
         for k, v in _h5_training_geometry(p).items():
             if known.get(k) is None:
                 known[k] = v
+    factor = crop_factor(meta)
+    pixel_used = None if pixel_size_m is None else float(pixel_size_m) / factor
     flags = {
-        "pixel_width_m": (pixel_size_m, "--pixel-size"),
-        "pixel_height_m": (pixel_size_m, "--pixel-size"),
+        "pixel_width_m": (pixel_used, "--pixel-size"),
+        "pixel_height_m": (pixel_used, "--pixel-size"),
         "detector_distance_m": (detector_distance_m, "--detector-distance"),
         "photon_energy_eV": (photon_energy_eV, "--photon-energy"),
     }
@@ -210,7 +231,7 @@ def resolve_geometry(
             if not (math.isfinite(given) and given > 0):
                 raise ConfigError(f"{flag}: expected a positive number, got {given!r}")
             if stored is not None and not math.isclose(given, stored, rel_tol=AGREE_RTOL):
-                raise ConfigError(f"{flag}={given:g} disagrees with {label}'s {key}={stored:g}; drop the flag or fix the file")
+                raise ConfigError(f"{flag}={given * (factor if flag == '--pixel-size' else 1):g} disagrees with {label}'s {key}={stored:g}; drop the flag or fix the file")
             values[key] = given
         elif stored is not None:
             if not (math.isfinite(stored) and stored > 0):
@@ -223,11 +244,11 @@ def resolve_geometry(
             f"{label} has no {', '.join(m.lstrip('-').replace('-', ' ') for m in missing)}: a ptychodus product needs "
             f"{' '.join(f'{m} VALUE' for m in missing)} (pixel size and distance in metres, energy in eV)"
         )
-    frame = _object_frame_shape(scan, p)
     ox = oy = 0.0
-    if frame is not None:
-        ox = -values["pixel_width_m"] * (frame[1] - 1) / 2
-        oy = -values["pixel_height_m"] * (frame[0] - 1) / 2
+    frame = _object_frame_shape(scan, p) if is_ptychodus_export(scan) else None
+    if frame is not None:  # the export's pixel frame, at the export's (uncropped) sampling
+        ox = -values["pixel_width_m"] * factor * (frame[1] - 1) / 2
+        oy = -values["pixel_height_m"] * factor * (frame[0] - 1) / 2
     return ProductGeometry(
         pixel_width_m=values["pixel_width_m"],
         pixel_height_m=values["pixel_height_m"],
@@ -339,13 +360,12 @@ def _check_square_pixels(product: Product, label: str) -> PixelGeometry:
 
 
 def scan_from_reconstruct_input(parameters: ReconstructInput, *, label: str = "<ptychodus input>") -> ScanWithGeometry:
-    """A ptychopinn `Scan` of a ptychodus `ReconstructInput`.
-
-    diffraction: sqrt of the patterns (photon counts), float32; pixels flagged in `bad_pixels`
-    are passed on as the scan's `bad_pixels` mask when the Scan supports one, else set to 0.
-    Positions: ptychodus's own map onto the input object's pixel grid (that array's pixel
-    frame is the scan's object frame). Probe: the OPR-free mode stack; the dominant mode is
-    `Scan.probe`. The input object is an initial guess, never ground truth.
+    """A ptychopinn `Scan` of a ptychodus `ReconstructInput`, read as `load_scan` reads a
+    ptychodus export: patterns are photon counts (`diffraction_units='counts'`, amplitudes on
+    gather), `bad_pixels` kept (True = not measured), the OPR-free probe mode stack (dominant
+    mode = `Scan.probe`), the input object as `initial_object` (never ground truth).
+    Positions: ptychodus's own map onto the input object's pixel grid, whose pixel frame is the
+    scan's object frame.
     """
     from ptychopinn.data import make_scan
 
@@ -360,33 +380,28 @@ def scan_from_reconstruct_input(parameters: ReconstructInput, *, label: str = "<
         raise DataError(f"{label}: {patterns.shape[0] if patterns.ndim else 0} patterns for {x_px.shape[0]} positions")
     if patterns.shape[1] != patterns.shape[2]:
         raise DataError(f"{label}: patterns are {patterns.shape[1]}x{patterns.shape[2]}, ptychopinn needs square patterns")
-    amplitude = np.sqrt(np.clip(patterns.astype(np.float32), 0, None))
-    bad = None if parameters.bad_pixels is None else np.asarray(parameters.bad_pixels, dtype=bool)
-    if bad is not None and bad.shape != patterns.shape[1:]:
-        raise DataError(f"{label}: bad_pixels has shape {bad.shape}, expected {patterns.shape[1:]}")
-    modes = np.asarray(product.probes.get_probe_no_opr().get_array(), dtype=np.complex64)
-    power = np.sum(np.abs(modes) ** 2, axis=(-2, -1))
-    probe = modes[int(np.argmax(power))]
-    arrays: dict[str, Any] = dict(diffraction=amplitude, xcoords=x_px, ycoords=y_px, probeGuess=probe)
-    fields = _scan_fields()
-    if bad is not None and bad.any():
-        if "bad_pixels" in fields:
-            arrays["bad_pixels"] = bad
-        else:
-            amplitude[:, bad] = 0.0
-    if "probe_modes" in fields and modes.shape[0] > 1:
-        arrays["probe_modes"] = modes
     meta = product.metadata
-    arrays["metadata"] = {
-        "source": "ptychodus",
-        "object_pixel_width_m": float(pixel.width_m),
-        "object_pixel_height_m": float(pixel.height_m),
-        "detector_object_distance_m": float(meta.detector_distance_m),
-        "photon_energy_eV": float(meta.photon_energy_eV),
-    }
+    arrays: dict[str, Any] = dict(
+        diffraction=patterns,
+        diffraction_units="counts",
+        xcoords=x_px,
+        ycoords=y_px,
+        probeGuess=np.asarray(product.probes.get_probe_no_opr().get_array()),
+        initial_object=np.asarray(product.object_.get_layer(0)),
+        metadata={
+            "source_format": "ptychodus-product",
+            "object_pixel_width_m": float(pixel.width_m),
+            "object_pixel_height_m": float(pixel.height_m),
+            "detector_distance_m": float(meta.detector_distance_m),
+            "photon_energy_eV": float(meta.photon_energy_eV),
+        },
+    )
+    if parameters.bad_pixels is not None:
+        bad = np.asarray(parameters.bad_pixels, dtype=bool)
+        if bad.shape != patterns.shape[1:]:
+            raise DataError(f"{label}: bad_pixels has shape {bad.shape}, expected {patterns.shape[1:]}")
+        arrays["bad_pixels"] = bad
     scan = make_scan(**arrays)
-    if "initial_object" in fields:
-        scan.initial_object = np.asarray(product.object_.get_layer(0), dtype=np.complex64)
     H, W = obj_geom.height_px, obj_geom.width_px
     geometry = ProductGeometry(
         pixel_width_m=float(pixel.width_m),
@@ -397,14 +412,6 @@ def scan_from_reconstruct_input(parameters: ReconstructInput, *, label: str = "<
         origin_y_m=float(obj_geom.center_y_m - pixel.height_m * (H - 1) / 2),
     )
     return ScanWithGeometry(scan=scan, geometry=geometry, product=product)
-
-
-def _scan_fields() -> set[str]:
-    import dataclasses
-
-    from ptychopinn.data import Scan
-
-    return {f.name for f in dataclasses.fields(Scan)}
 
 
 def scan_from_product_files(patterns_path: str | os.PathLike[str], product_path: str | os.PathLike[str]) -> ScanWithGeometry:

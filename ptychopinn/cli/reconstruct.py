@@ -5,7 +5,7 @@ import argparse
 
 from ..errors import ConfigError
 from ..interop.ptychodus.cli_support import add_product_arguments, plan_product, write_planned_product  # imports no ptychodus
-from .train import number, required_path, setup_logging
+from .train import add_load_arguments, load_options, number, required_path, setup_logging
 
 HELP = "reconstruct the object of a scan with a trained model (native dir/zip or legacy wts.h5.zip)"
 
@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--n-groups", default=None, metavar="K", help="groups to use (default: one per scan position)")
     a("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, mps")
     a("--quiet", action="store_true", default=False, help="no progress bar")
-    add_product_arguments(parser)  # ptychodus: --product, --product-in, --pixel-size, --detector-distance, --photon-energy
+    add_load_arguments(parser)
+    add_product_arguments(parser)  # ptychodus: --product, --product-in, --detector-distance, --photon-energy (+ --pixel-size if absent)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         g = read_model_info(model).config.gridsize
         data_config = DataConfig(gridsize=g, n_groups=number("n-groups", args.n_groups, int), seed=45)
     batch_size = number("batch-size", args.batch_size, int)
-    product_plan = plan_product(args, data_path)  # validated before any work; None without --product/--product-in
+    product_plan = plan_product(args, data_path, model, load_options(args))  # None without --product/--product-in
     from ..distributed import session
 
     # under torchrun: groups sharded across processes, canvases summed, rank 0 writes
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             device=str(args.device),
             out_dir=out,
             progress=not args.quiet and main,
+            load=load_options(args) if product_plan is None else None,  # a planned product: its scan is loaded already
         )
     if not main:
         return 0

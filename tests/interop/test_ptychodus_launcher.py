@@ -95,16 +95,16 @@ def test_batch_mode_reconstruct(tmp_path):
 
 def test_batch_mode_train(tmp_path):
     """`--batch train -i IN -o OUT`: ptychodus hands IN and OUT to `train`; IN/train_data.npz → OUT/model.zip."""
+    from ptychodus.api.io import save_ptychopinn_training_data
+
     from ptychopinn import io
-    from ptychopinn.config import SimulationConfig
-    from ptychopinn.simulate import simulate_to_file
 
     session = simulated_session()
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
     write_diffraction_file(inp / "diffraction.h5", session)
     save_product(inp / "product.h5", session.product)
-    simulate_to_file(SimulationConfig(N=64, object_size=96, n_positions=16, nphotons=1e6, seed=2), inp / "train_data.npz")
+    save_ptychopinn_training_data(inp / "train_data.npz", session.reconstruct_input)  # as ptychodus exports it
     (inp / "settings.ini").write_text(
         "[Processing]\nAlgorithm = ptychopinn-pytorch_PINN\n\n[PtychoPINNPyTorch]\nDevice = cpu\nEpochs = 1\nTrainBatchSize = 8\nNumFiltersScale = 1\n"
     )

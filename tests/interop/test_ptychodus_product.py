@@ -55,12 +55,14 @@ def test_scan_from_reconstruct_input_uses_ptychodus_map(session):
     converted = pm.scan_from_reconstruct_input(session.reconstruct_input)
     scan = converted.scan
     np.testing.assert_allclose(scan.coords, mapped_positions(session.product), rtol=0, atol=1e-12)
-    # counts → amplitudes; the flagged hot pixels never reach the network as 60000 counts
+    # counts → amplitudes on gather; the hot pixels are flagged (the model never trusts them)
+    assert scan.diffraction_units == "counts"
+    np.testing.assert_array_equal(scan.bad_pixels, session.bad_pixels)
     good = ~session.bad_pixels
-    np.testing.assert_allclose(np.asarray(scan.diffraction)[:, good] ** 2, session.counts[:, good], rtol=1e-5)
-    bad_values = np.asarray(scan.diffraction)[:, session.bad_pixels]
-    assert getattr(scan, "bad_pixels", None) is not None or np.all(bad_values == 0)
+    amp = np.asarray(scan.diffraction[np.arange(scan.n_positions)])
+    np.testing.assert_allclose(amp[:, good] ** 2, session.counts[:, good], rtol=1e-5)
     assert scan.object is None  # ptychodus's object is an initial guess, never ground truth
+    np.testing.assert_array_equal(scan.initial_object, session.product.object_.get_layer(0))
     g = converted.geometry
     assert g.pixel_width_m == pytest.approx(far_field_pixel_m())
     assert (g.detector_distance_m, g.photon_energy_eV) == (DISTANCE_M, ENERGY_EV)
@@ -149,26 +151,66 @@ def test_cli_missing_geometry_is_one_line_error(native_scan, legacy_model, tmp_p
     _one_line_error(capsys, "--pixel-size")
 
 
-def test_cli_native_scan_with_flags(native_scan, legacy_model, tmp_path, capsys):
-    from ptychopinn.data import load_scan
+def test_cli_native_scan_in_metres_with_flags(native_scan, legacy_model, tmp_path, capsys):
+    """A ptychopinn scan with positions in metres: --pixel-size converts them (data contract) and is
+    the product's pixel size; the product's positions are the file's metres, unchanged."""
+    from ptychopinn.data import load_scan, save_scan
     from ptychopinn.io import load_reconstruction
 
-    out, prod = tmp_path / "rec", tmp_path / "p.h5"
     dx = 2.5e-8
-    argv = ["reconstruct", "--model", str(legacy_model), "--data", str(native_scan), "--out", str(out), "--product", str(prod),
+    px = load_scan(native_scan)
+    arrays = dict(diffraction=np.asarray(px.diffraction), xcoords=px.xcoords * dx, ycoords=px.ycoords * dx, probeGuess=px.probe)
+    with pytest.warns(UserWarning, match="less than one"):  # the file alone does not say metres
+        metres = save_scan(tmp_path / "metres.npz", **arrays)
+    out, prod = tmp_path / "rec", tmp_path / "p.h5"
+    argv = ["reconstruct", "--model", str(legacy_model), "--data", str(metres), "--out", str(out), "--product", str(prod),
             "--pixel-size", str(dx), "--detector-distance", "2.0", "--photon-energy", "7000", "--device", "cpu", "--quiet"]
     assert main(argv) == 0, capsys.readouterr().err
     back = load_product(prod)
-    scan = load_scan(native_scan)
-    H, W = scan.object.shape
-    # metres about the centre of the scan's object frame
-    np.testing.assert_allclose(back.probe_positions.get_coordinates_x_m(), dx * (scan.xcoords - (W - 1) / 2), rtol=1e-12, atol=1e-20)
-    np.testing.assert_allclose(back.probe_positions.get_coordinates_y_m(), dx * (scan.ycoords - (H - 1) / 2), rtol=1e-12, atol=1e-20)
+    np.testing.assert_allclose(back.probe_positions.get_coordinates_x_m(), arrays["xcoords"], rtol=1e-15, atol=0)
+    np.testing.assert_allclose(back.probe_positions.get_coordinates_y_m(), arrays["ycoords"], rtol=1e-15, atol=0)
     assert back.metadata.detector_distance_m == 2.0 and back.metadata.photon_energy_eV == 7000.0
     assert back.probes.get_pixel_geometry().width_m == dx
-    np.testing.assert_array_equal(back.probes.get_array()[0, 0], scan.probe)
+    np.testing.assert_array_equal(back.probes.get_array()[0, 0], px.probe)
     obj, meta = load_reconstruction(out / "reconstruction.npz")
-    np.testing.assert_allclose(mapped_positions(back), scan.coords - np.asarray(meta["origin"]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(mapped_positions(back), px.coords - np.asarray(meta["origin"]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["npz", "h5"])
+def test_cli_roundtrip_through_ptychodus_exports(session, legacy_model, tmp_path, capsys, kind):
+    """save_ptychopinn_training_data (NPZ) / save_training_data (HDF5) → reconstruct --product → load_product."""
+    from ptychodus.api.io import save_ptychopinn_training_data, save_training_data
+
+    from ptychopinn.io import load_reconstruction
+
+    export = tmp_path / f"export.{kind}"
+    (save_ptychopinn_training_data if kind == "npz" else save_training_data)(export, session.reconstruct_input)
+    out, prod = tmp_path / "rec", tmp_path / "p.h5"
+    argv = ["reconstruct", "--model", str(legacy_model), "--data", str(export), "--out", str(out), "--product", str(prod), "--device", "cpu", "--quiet"]
+    dx = far_field_pixel_m()
+    if kind == "npz":  # the NPZ export holds no physical metadata: one line naming the three flags
+        assert main(argv) == 2
+        _one_line_error(capsys, "--pixel-size", "--detector-distance", "--photon-energy")
+        assert not out.exists() and not prod.exists()
+        argv += ["--pixel-size", repr(dx), "--detector-distance", str(DISTANCE_M), "--photon-energy", str(ENERGY_EV)]
+    else:  # the HDF5 export holds them; a disagreeing flag is an error
+        assert main(argv + ["--detector-distance", "3.0"]) == 2
+        _one_line_error(capsys, "--detector-distance", "disagrees")
+    assert main(argv) == 0, capsys.readouterr().err
+    assert not (out / "metrics.json").exists()  # the export's objectGuess is an initial guess, not truth
+    back = load_product(prod)
+    assert back.metadata.detector_distance_m == DISTANCE_M and back.metadata.photon_energy_eV == ENERGY_EV
+    assert back.object_.get_pixel_geometry().width_m == pytest.approx(dx, rel=1e-12)
+    # the exports drop the absolute origin: positions come back about the exported object's centre
+    np.testing.assert_array_equal(back.probe_positions.get_indexes(), np.arange(len(session.product.probe_positions)))
+    x0, y0 = CENTER_M
+    np.testing.assert_allclose(back.probe_positions.get_coordinates_x_m(), session.product.probe_positions.get_coordinates_x_m() - x0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(back.probe_positions.get_coordinates_y_m(), session.product.probe_positions.get_coordinates_y_m() - y0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(back.probes.get_array()[0], session.product.probes.get_array()[0], rtol=1e-6)
+    # placement: position p (export pixels) sits at canvas pixel p − origin
+    obj, meta = load_reconstruction(out / "reconstruction.npz")
+    np.testing.assert_array_equal(back.object_.get_layer(0), obj)
+    np.testing.assert_allclose(mapped_positions(back), mapped_positions(session.product) - np.asarray(meta["origin"]), rtol=0, atol=1e-6)
 
 
 def test_object_center_formula():

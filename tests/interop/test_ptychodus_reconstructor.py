@@ -93,13 +93,11 @@ def test_export_training_data_uses_ptychodus_writers(session, tmp_path):
 
 
 def test_train_then_reconstruct(session, tmp_path):
-    """train(input, output) on a scan file → model.zip, TrainOutput losses, product losses."""
-    from ptychopinn.config import SimulationConfig
-    from ptychopinn.simulate import simulate_to_file
-
-    data = simulate_to_file(SimulationConfig(N=64, object_size=96, n_positions=24, nphotons=1e6, seed=11), tmp_path / "in" / "train_data.npz")
+    """train(input folder, output folder) on ptychodus's own export → model.zip, TrainOutput losses, product losses."""
     r = PtychoPINNReconstructor(device="cpu", epochs=2, train_batch_size=8, n_filters_scale=1)
-    results = list(r.train(data.parent, tmp_path / "out"))
+    (tmp_path / "in").mkdir()
+    r.export_training_data(tmp_path / "in" / "train_data.npz", session.reconstruct_input)  # ptychodus's NPZ writer
+    results = list(r.train(tmp_path / "in", tmp_path / "out"))
     assert all(isinstance(t, TrainOutput) for t in results)
     last = results[-1]
     assert [v.epoch for v in last.training_loss] == [1, 2]  # ptychopinn counts epochs from 1
