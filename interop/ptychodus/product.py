@@ -147,26 +147,31 @@ def _h5_training_geometry(path: Path) -> dict[str, float | None]:
 
 
 def _object_frame_shape(scan: Any, path: Path | None) -> tuple[int, int] | None:
-    """(H, W) of the object array the scan's pixel positions refer to (the export's object)."""
+    """(H, W) of the object array the export's pixel positions refer to, as stored in the file
+    (`load_scan` resamples `initial_object` after a detector crop; the positions were written
+    about the stored array's centre); the scan's own object array without a file."""
+    shape = None
+    if path is not None and path.is_file():
+        try:  # read the header only
+            import h5py
+
+            if h5py.is_hdf5(path):
+                with h5py.File(path, "r") as f:
+                    ds = f.get("object")
+                    if isinstance(ds, h5py.Dataset) and ds.ndim >= 2:
+                        shape = (int(ds.shape[-2]), int(ds.shape[-1]))
+            else:
+                with np.load(path, mmap_mode="r", allow_pickle=False) as z:
+                    if "objectGuess" in z.files and z["objectGuess"].ndim >= 2:
+                        shape = (int(z["objectGuess"].shape[-2]), int(z["objectGuess"].shape[-1]))
+        except (OSError, ValueError):
+            shape = None
+    if shape is not None:
+        return shape
     for name in ("initial_object", "object"):
         obj = getattr(scan, name, None)
         if obj is not None:
             return int(obj.shape[-2]), int(obj.shape[-1])
-    if path is None or not path.is_file():
-        return None
-    try:  # the export's object may not have been kept on the Scan: read its shape only
-        import h5py
-
-        if h5py.is_hdf5(path):
-            with h5py.File(path, "r") as f:
-                ds = f.get("object")
-                return (int(ds.shape[-2]), int(ds.shape[-1])) if isinstance(ds, h5py.Dataset) and ds.ndim >= 2 else None
-        with np.load(path, mmap_mode="r", allow_pickle=False) as z:
-            if "objectGuess" in z.files:
-                shape = z["objectGuess"].shape
-                return (int(shape[-2]), int(shape[-1])) if len(shape) >= 2 else None
-    except (OSError, ValueError):
-        return None
     return None
 
 

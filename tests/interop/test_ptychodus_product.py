@@ -219,3 +219,33 @@ def test_object_center_formula():
     c = g.object_center((5.0, -4.0), (7, 10))  # (H, W)
     assert c.x_m == pytest.approx(CENTER_M[0] + 2.0 * (5.0 + 4.5))
     assert c.y_m == pytest.approx(CENTER_M[1] + 3.0 * (-4.0 + 3.0))
+
+
+@pytest.mark.parametrize("kind", ["npz", "h5"])
+def test_cli_export_with_larger_frames_crop_detector(legacy_model, tmp_path, capsys, kind):
+    """128×128 frames cropped to the model's 64 (`--crop-detector`): object pixels twice as large,
+    positions (metres) unchanged, placement still exact."""
+    from ptychodus.api.io import save_ptychopinn_training_data, save_training_data
+
+    from ptychopinn.io import load_reconstruction
+
+    big = simulated_session(N=128, object_size=192, n_positions=12, seed=4)
+    export = tmp_path / f"export.{kind}"
+    (save_ptychopinn_training_data if kind == "npz" else save_training_data)(export, big.reconstruct_input)
+    out, prod = tmp_path / "rec", tmp_path / "p.h5"
+    dx = far_field_pixel_m(128)
+    argv = ["reconstruct", "--model", str(legacy_model), "--data", str(export), "--out", str(out), "--product", str(prod),
+            "--crop-detector", "--device", "cpu", "--quiet"]
+    if kind == "npz":  # --pixel-size is at the sampling of the stored (128×128) frames
+        argv += ["--pixel-size", repr(dx), "--detector-distance", str(DISTANCE_M), "--photon-energy", str(ENERGY_EV)]
+    assert main(argv) == 0, capsys.readouterr().err
+    back = load_product(prod)
+    assert back.object_.get_pixel_geometry().width_m == pytest.approx(2 * dx, rel=1e-12)
+    assert back.probes.get_array().shape[-2:] == (64, 64)
+    x0, y0 = CENTER_M
+    np.testing.assert_allclose(back.probe_positions.get_coordinates_x_m(), big.product.probe_positions.get_coordinates_x_m() - x0, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(back.probe_positions.get_coordinates_y_m(), big.product.probe_positions.get_coordinates_y_m() - y0, rtol=0, atol=1e-15)
+    obj, meta = load_reconstruction(out / "reconstruction.npz")
+    # export pixels p are 2p' in the cropped frame's pixels p'; p' − origin is the canvas pixel
+    expected = mapped_positions(big.product) / 2 - np.asarray(meta["origin"])
+    np.testing.assert_allclose(mapped_positions(back), expected, rtol=0, atol=1e-6)
