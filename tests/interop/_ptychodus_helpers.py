@@ -33,7 +33,9 @@ class PtychodusSession:
     bad_pixels: np.ndarray
 
 
-def simulated_session(N: int = 64, object_size: int = 112, n_positions: int = 24, seed: int = 3, n_bad: int = 5) -> PtychodusSession:
+def simulated_session(
+    N: int = 64, object_size: int = 112, n_positions: int = 24, seed: int = 3, n_bad: int = 5, n_modes: int = 1
+) -> PtychodusSession:
     from ptychodus.api.geometry import PixelGeometry
     from ptychodus.api.object import Object, ObjectCenter
     from ptychodus.api.probe import ProbeSequence
@@ -75,12 +77,19 @@ def simulated_session(N: int = 64, object_size: int = 112, n_positions: int = 24
             tomography_angle_deg=0.0,
         ),
         probe_positions=ProbePositionSequence(points),
-        probes=ProbeSequence(array=np.asarray(scan.probe, dtype=np.complex128)[None], opr_weights=None, pixel_geometry=pixel),
+        probes=ProbeSequence(array=_modes(np.asarray(scan.probe, dtype=np.complex128), n_modes), opr_weights=None, pixel_geometry=pixel),
         object_=Object(array=np.ones((H, W), dtype=np.complex64), pixel_geometry=pixel, center=ObjectCenter(cx, cy)),
         losses=[],
     )
     ri = ReconstructInput(diffraction_patterns=counts, bad_pixels=bad, product=product)
     return PtychodusSession(reconstruct_input=ri, product=product, truth=np.asarray(scan.object), counts=counts, bad_pixels=bad)
+
+
+def _modes(probe: np.ndarray, n_modes: int) -> np.ndarray:
+    """(n_modes, N, N): the probe, then weaker tilted copies (mode k carries 0.3^k of the amplitude)."""
+    N = probe.shape[-1]
+    ramp = np.exp(2j * np.pi * np.arange(N) / N)[None, :]
+    return np.stack([probe * (0.3**k) * ramp**k for k in range(n_modes)])
 
 
 def write_diffraction_file(path: Path, session: PtychodusSession) -> Path:

@@ -249,3 +249,18 @@ def test_cli_export_with_larger_frames_crop_detector(legacy_model, tmp_path, cap
     # export pixels p are 2p' in the cropped frame's pixels p'; p' − origin is the canvas pixel
     expected = mapped_positions(big.product) / 2 - np.asarray(meta["origin"])
     np.testing.assert_allclose(mapped_positions(back), expected, rtol=0, atol=1e-6)
+
+
+def test_cli_export_probe_modes_carried(legacy_model, tmp_path, capsys):
+    """A 3-mode probe export: the network uses the dominant mode, the product keeps all three."""
+    from ptychodus.api.io import save_training_data
+
+    s3 = simulated_session(n_positions=10, n_modes=3)
+    export = tmp_path / "export.h5"
+    save_training_data(export, s3.reconstruct_input)
+    prod = tmp_path / "p.h5"
+    argv = ["reconstruct", "--model", str(legacy_model), "--data", str(export), "--out", str(tmp_path / "rec"), "--product", str(prod), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    back = load_product(prod)
+    assert back.probes.num_incoherent_modes == 3
+    np.testing.assert_allclose(back.probes.get_array()[0], s3.product.probes.get_array()[0], rtol=1e-6, atol=1e-7)
