@@ -264,3 +264,19 @@ def test_cli_export_probe_modes_carried(legacy_model, tmp_path, capsys):
     back = load_product(prod)
     assert back.probes.num_incoherent_modes == 3
     np.testing.assert_allclose(back.probes.get_array()[0], s3.product.probes.get_array()[0], rtol=1e-6, atol=1e-7)
+
+
+def test_cli_product_without_ptychodus_is_one_line(native_scan, legacy_model, tmp_path, capsys, monkeypatch):
+    """Without the extra, --product is a one-line error naming the install; plain reconstruct is unaffected."""
+    import sys
+
+    import ptychopinn.interop.ptychodus as pkg
+
+    monkeypatch.setitem(sys.modules, "ptychodus.api.io", None)  # what an absent package looks like to import
+    monkeypatch.delitem(sys.modules, "ptychopinn.interop.ptychodus.product")
+    monkeypatch.delattr(pkg, "product", raising=False)
+    out, prod = tmp_path / "rec", tmp_path / "p.h5"
+    argv = ["reconstruct", "--model", str(legacy_model), "--data", str(native_scan), "--out", str(out), "--product", str(prod), "--quiet"]
+    assert main(argv) == 2
+    _one_line_error(capsys, "--product", "pip install")
+    assert not out.exists() and not prod.exists()
