@@ -54,6 +54,8 @@ __all__ = [
     "scan_from_reconstruct_input",
     "scan_from_product_files",
     "losses_from_history",
+    "crop_factor",
+    "is_ptychodus_export",
 ]
 
 #: Scan.metadata keys read for the physical geometry (ptychodus's own names first)
