@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
+from ..interop.ptychodus.cli_support import add_product_arguments, plan_product, write_planned_product  # imports no ptychodus
 from .train import add_load_arguments, load_options, number, required_path, setup_logging
 
 HELP = "reconstruct the object of a scan with a trained model (native dir/zip or legacy wts.h5.zip)"
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--idle-timeout", default=300.0, metavar="S", help="--follow: end after S seconds without a new frame (default 300)")
     a("--no-final-pass", action="store_true", default=False, help="--follow: keep the provisional normalisation (no final re-run)")
     add_load_arguments(parser)
+    add_product_arguments(parser)  # ptychodus: --product, --product-in, --detector-distance, --photon-energy (+ --pixel-size if absent)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     batch_size = number("batch-size", args.batch_size, int)
     if getattr(args, "follow", False):
         return _follow(args, model, data_path, out, crop, batch_size)
+    product_plan = plan_product(args, data_path, model, load_options(args))  # None without --product/--product-in
     from ..distributed import session
 
     # under torchrun: groups sharded across processes, canvases summed, rank 0 writes
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         setup_logging(args.quiet or not main)
         rec = reconstruct(
             model,
-            data_path,
+            data_path if product_plan is None else product_plan.scan,
             data_config=data_config,
             batch_size=batch_size,
             stitch=str(args.stitch),  # type: ignore[arg-type]
@@ -67,11 +70,13 @@ def run(args: argparse.Namespace) -> int:
             device=str(args.device),
             out_dir=out,
             progress=not args.quiet and main,
-            load=load_options(args),
+            load=load_options(args) if product_plan is None else None,  # a planned product: its scan is loaded already
         )
     if not main:
         return 0
     print(f"wrote {out / 'reconstruction.npz'} (object {rec.object.shape[0]}x{rec.object.shape[1]}, {rec.n_groups} groups)")
+    if product_plan is not None and product_plan.path is not None:
+        print(f"wrote ptychodus product {write_planned_product(product_plan, rec, model)}")
     if rec.metrics is not None:
         a, p = rec.metrics["amplitude"], rec.metrics["phase"]
         print(
