@@ -776,7 +776,15 @@ def _assemble(src: _Source, *, check_values: bool, path: Path | None, options: L
     probe = np.ascontiguousarray(modes[int(np.argmax(power))])
     probe_modes = modes if modes.shape[0] >= 2 else None
 
-    size = _positions_to_pixels([x, xs], [y, ys], meta, label, opts.pixel_size)
+    if fmt.startswith("ptychodus") and opts.pixel_size is not None:
+        # ptychodus exports store positions in object pixels by construction: the flag only
+        # states the object pixel size (metres), it converts nothing
+        ps = float(opts.pixel_size)
+        if not (np.isfinite(ps) and ps > 0):
+            raise ConfigError(f"--pixel-size: expected a positive number of metres, got {opts.pixel_size!r}")
+        size: tuple[float, float] | None = (ps, ps)
+    else:
+        size = _positions_to_pixels([x, xs], [y, ys], meta, label, opts.pixel_size)
     if size is not None:
         meta["object_pixel_width_m"], meta["object_pixel_height_m"] = size
         meta.pop("object_pixel_size_m", None)

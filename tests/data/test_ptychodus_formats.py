@@ -86,6 +86,19 @@ def test_ptychodus_exports_load_as_they_are(tmp_path, kind, inpaint):
         assert not isinstance(scan.diffraction, np.ndarray)  # HDF5 (lzf) read per gather
 
 
+@pytest.mark.parametrize("kind", ["npz", "h5"])
+def test_pixel_size_states_the_size_of_exported_pixel_positions(tmp_path, kind):
+    """ptychodus exports hold positions in object pixels: --pixel-size gives their size in
+    metres and converts nothing (it would divide pixels by metres otherwise)."""
+    ri, xs, ys, _ = _reconstruct_input()
+    path = tmp_path / f"train.{kind}"
+    (save_ptychopinn_training_data if kind == "npz" else save_training_data)(path, ri)
+    scan = load_scan(path, pixel_size=2 * PIXEL_M)
+    np.testing.assert_allclose(scan.xcoords, xs, atol=1e-9)
+    np.testing.assert_allclose(scan.ycoords, ys, atol=1e-9)
+    assert scan.metadata["object_pixel_width_m"] == 2 * PIXEL_M
+
+
 def test_ptychodus_exports_reconstruct_through_the_cli(tmp_path, capsys):
     import torch
 
