@@ -230,8 +230,10 @@ class TrainConfig:
         if not self.clip_grad_norm >= 0.0:
             raise ConfigError(f"TrainConfig.clip_grad_norm must be >= 0 (0 = off), got {self.clip_grad_norm}")
         for i, stage in enumerate(self.stages or (None,)):
-            tc = self.stage_config(i) if stage is not None else self
-            if tc.model_type == "pinn" and not (tc.nll_weight or tc.mae_weight or (tc.realspace_weight and tc.tv_weight)):
+            w = {f: getattr(self, f) for f in STAGE_WEIGHTS.values()}
+            if stage is not None:
+                w.update({STAGE_WEIGHTS[k]: v for k, v in stage.weights})
+            if self.model_type == "pinn" and not (w["nll_weight"] or w["mae_weight"] or (w["realspace_weight"] and w["tv_weight"])):
                 where = f" (stage {i + 1})" if stage is not None else ""
                 raise ConfigError(f"TrainConfig: every PINN loss weight (nll_weight, mae_weight, realspace) is zero{where}")
 

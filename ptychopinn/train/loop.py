@@ -625,10 +625,10 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
                             "best": keeper.state() if keeper is not None else None,
                             "logger": metrics_logger.state(),
                         }
+                        metrics_logger.log_epoch(row)  # before the checkpoint: a resume trims what lies past it
                         _epoch_files(out, model, optimizer, schedule, scaler, np_rng, epoch + 1, history, summary, row, state)
                         if keeper is not None:
                             keeper.commit()
-                        metrics_logger.log_epoch(row)
 
                     _on_main(info, write)
         finally:
