@@ -201,10 +201,10 @@ def test_shard_helpers():
 
 
 def test_torchrun_accumulation_and_clipping_equal_single_process(scan_path, tmp_path):
-    """--accumulate-grad-batches 2 --clip-grad-norm: micro-batches of 8 (4/4 per rank), DDP syncs
-    once per step; the same weights as one process with the same flags."""
-    flags = ["--epochs", "1", "--seed", "0", "--batch-size", "8", "--n-filters-scale", "1", "--device", "cpu", "--quiet",
-             "--deterministic", "--accumulate-grad-batches", "2", "--clip-grad-norm", "0.5"]
+    """--accumulate-grad-batches 2 --clip-grad-norm: 20 groups, micro-batches of 4 (2/2 per rank),
+    DDP syncs once per step of 8; the same weights as one process with the same flags."""
+    flags = ["--epochs", "1", "--seed", "0", "--batch-size", "4", "--n-groups", "20", "--n-filters-scale", "1", "--device", "cpu",
+             "--quiet", "--deterministic", "--accumulate-grad-batches", "2", "--clip-grad-norm", "0.5"]
     one = _single("train", "--data", str(scan_path), "--out", str(tmp_path / "S"), *flags)
     assert one.returncode == 0, one.stderr[-3000:]
     two = _torchrun("train", "--data", str(scan_path), "--out", str(tmp_path / "D"), *flags)
