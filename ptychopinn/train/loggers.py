@@ -20,6 +20,7 @@ import csv
 import importlib.util
 import io
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -99,25 +100,30 @@ class TensorBoardLogger(Logger):
     """Event files under `tensorboard/`, one scalar per metric and epoch (step = epoch)."""
 
     def __init__(self, out_dir: Path, epochs_done: int) -> None:
-        # tensorboard's own writer and protos (torch.utils.tensorboard would import TensorFlow
-        # when it is installed); lazy: an optional extra
+        # tensorboard's own protos and record writer on a plain file: its EventFileWriter (and
+        # torch.utils.tensorboard) would import all of TensorFlow when it is installed (~4-7 s);
+        # lazy: an optional extra
         from tensorboard.compat.proto import event_pb2, summary_pb2
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from tensorboard.summary.writer.record_writer import RecordWriter
 
         self._event, self._summary = event_pb2, summary_pb2
         logdir = out_dir / TENSORBOARD_DIR
         logdir.mkdir(parents=True, exist_ok=True)
-        self.writer = EventFileWriter(str(logdir))
+        now = time.time()
+        name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}.{epochs_done}"
+        self.path = logdir / name
+        self.writer = RecordWriter(open(self.path, "wb"))
+        self._write(event_pb2.Event(wall_time=now, file_version="brain.Event:2"))
         if epochs_done:  # readers drop the interrupted run's events from this step on
-            self.writer.add_event(
-                event_pb2.Event(wall_time=time.time(), step=epochs_done + 1, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
-            )
+            self._write(event_pb2.Event(wall_time=now, step=epochs_done + 1, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+
+    def _write(self, event: Any) -> None:
+        self.writer.write(event.SerializeToString())
+        self.writer.flush()
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         values = [self._summary.Summary.Value(tag=k, simple_value=v) for k, v in _scalars(row).items()]
-        event = self._event.Event(wall_time=time.time(), step=int(row["epoch"]), summary=self._summary.Summary(value=values))
-        self.writer.add_event(event)
-        self.writer.flush()
+        self._write(self._event.Event(wall_time=time.time(), step=int(row["epoch"]), summary=self._summary.Summary(value=values)))
 
     def close(self) -> None:
         self.writer.close()

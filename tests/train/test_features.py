@@ -335,6 +335,9 @@ def test_cli_flags_and_config_file(scan_path, tmp_path):
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [float(r["lr"]) for r in rows] == [2e-3, 1e-3] and rows[1]["loss_mae"] != ""
     assert (out / "best" / "index.json").is_file()
+    # an FNO model reconstructs like any other (loaded from its native model directory)
+    rc = main(["reconstruct", "--model", str(out), "--data", str(scan_path), "--out", str(tmp_path / "r"), "--device", "cpu", "--quiet"])
+    assert rc == 0 and (tmp_path / "r" / "reconstruction.npz").is_file()
 
 
 def test_cli_epochs_disagreeing_with_stages_is_an_error(scan_path, tmp_path, capsys):
@@ -342,3 +345,27 @@ def test_cli_epochs_disagreeing_with_stages_is_an_error(scan_path, tmp_path, cap
 
     rc = main(["train", "--data", str(scan_path), "--out", str(tmp_path / "x"), "--epochs", "3", "--stages", "1;1", "--device", "cpu"])
     assert rc == 2 and "stages" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_tensorboard_resume_purges_the_interrupted_epoch(tmp_path):
+    """A run that logged epoch 3 but died before its checkpoint resumes after epoch 2: the reader
+    keeps epochs 1, 2 of the first file and 3, 4 of the resumed one."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from ptychopinn.train.loggers import TensorBoardLogger
+
+    def row(epoch, loss):
+        return {"epoch": epoch, "loss": loss, "val_loss": None, "lr": 1e-3, "parts": {"nll": loss}, "patterns_per_s": 1.0}
+
+    first = TensorBoardLogger(tmp_path, 0)
+    for e in (1, 2, 3):
+        first.log_epoch(row(e, float(e)))
+    first.close()
+    resumed = TensorBoardLogger(tmp_path, 2)
+    for e in (3, 4):
+        resumed.log_epoch(row(e, 10.0 * e))
+    resumed.close()
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss/train")] == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
