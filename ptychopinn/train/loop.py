@@ -1,8 +1,11 @@
 """`train`: a plain PyTorch training loop for PtychoPINN with exact resume (spec §4.7, §7).
 
-Adam (Keras ε = 1e-7) + ReduceLROnPlateau on the validation loss; the validation groups are a
+Adam (Keras ε = 1e-7) with a per-epoch learning-rate schedule over stages (`schedules`: plateau
+on the monitored loss, exponential or cosine, warm-up), early stopping, `--keep-best` (`best`),
+gradient accumulation and clipping (`step.train_step`); the validation groups are a
 region of the scan (`data.split_by_region`), so no diffraction pattern is on both sides.
-Every epoch appends one JSON line to `out_dir/metrics.jsonl` and atomically replaces
+Every epoch appends one JSON line to `out_dir/metrics.jsonl` (and a row to the chosen logger,
+`loggers`) and atomically replaces
 `out_dir/checkpoint/` (model + optimiser/scheduler/RNG state, no pickle). The final model is a
 native model directory at `out_dir` (`io.save_model`).
 """
