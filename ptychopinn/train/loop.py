@@ -389,7 +389,12 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
         raise ConfigError(
             f"DataConfig.gridsize={data_config.gridsize} differs from ModelConfig.gridsize={model_config.gridsize}"
         )
+    from ..model.generators import get_generator
+
+    get_generator(model_config.generator)  # ConfigError naming the known generators
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and tc.logger != "none":
+        loggers.check_available(tc.logger)
     if resume and out is None:
         raise ConfigError("resume=True needs out_dir (the folder holding checkpoint/)")
     if out is not None and not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -427,11 +432,6 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
         raise ConfigError("TrainConfig.amp='fp16' needs a GPU; use amp='bf16' on CPU")
     if tc.monitor == "val_loss" and val_idx.size == 0:
         raise ConfigError("TrainConfig.monitor='val_loss' but the validation split is empty (monitor 'loss' or raise validation_fraction)")
-    from ..model.generators import get_generator
-
-    get_generator(model_config.generator)  # ConfigError naming the known generators
-    if out is not None and tc.logger != "none":
-        loggers.check_available(tc.logger)
     return _Setup(model_config, data_config, tc, out, resume, scan, label, use_labels, groups, train_idx, val_idx, probe, nphotons, scale, device)
 
 
