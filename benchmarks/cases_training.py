@@ -75,7 +75,7 @@ def run(ctx: Context) -> list[Row]:
         if key == "n64_gs1":
             variants += [("eager_f32_channels_last", "torch eager float32 channels_last", {"channels_last": True}),
                          ("eager_bf16", "bfloat16 autocast forward", {"bf16": True}),
-                         ("eager_exact", "float64 master weights (exact_gradients: the CPU default of `train`)", {"exact": True})]
+                         ("eager_exact", "float64 master weights (exact_gradients: `train --deterministic`)", {"exact": True})]
         variants.append(("compiled_f32", "torch.compile float32", {"compiled": True}))
         first_f32 = None
         for name, vdesc, kw in variants:

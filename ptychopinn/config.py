@@ -22,6 +22,17 @@ AmpActivation = Literal["sigmoid", "swish", "softplus", "relu"]
 CombineMode = Literal["polar", "additive"]
 NLLForm = Literal["mean", "full_sum"]
 SUPPORTED_N = (64, 128, 256)
+ATTENTION_KINDS = (None, "cbam", "eca")
+SCHEDULERS = ("plateau", "exponential", "cosine")
+LOGGERS = ("csv", "tensorboard", "mlflow", "none")
+#: loss-weight names a training stage may set -> TrainConfig field
+STAGE_WEIGHTS = {
+    "nll": "nll_weight",
+    "mae": "mae_weight",
+    "realspace": "realspace_weight",
+    "realspace_mae": "realspace_mae_weight",
+    "tv": "tv_weight",
+}
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,11 @@ class ModelConfig:
     combine: CombineMode = "polar"
     #: K2 subtracts the mean offset over the batch before in-model reassembly; S1/K1 did not.
     recentre_offsets: bool = True
+    #: the encoder/decoder family (`ptychopinn.model.generators`): "cnn" (TF parity, the only one
+    #: that converts to legacy TF bundles) or "fno" (spectral convolutions)
+    generator: str = "cnn"
+    #: attention after each CNN encoder block: None, "cbam" or "eca" (cnn generator only)
+    attention: str | None = None
 
     def __post_init__(self) -> None:
         if self.N not in SUPPORTED_N:
@@ -65,6 +81,12 @@ class ModelConfig:
             raise ConfigError(f"unknown amp_activation {self.amp_activation!r}")
         if self.combine not in ("polar", "additive"):
             raise ConfigError(f"unknown combine mode {self.combine!r}")
+        if not isinstance(self.generator, str) or not self.generator:
+            raise ConfigError(f"ModelConfig.generator must be a generator name (e.g. 'cnn', 'fno'), got {self.generator!r}")
+        if self.attention not in ATTENTION_KINDS:
+            raise ConfigError(f"ModelConfig.attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.attention is not None and self.generator != "cnn":
+            raise ConfigError(f"ModelConfig.attention={self.attention!r} needs generator 'cnn', got {self.generator!r}")
 
     @property
     def channels(self) -> int:
@@ -134,9 +156,188 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     num_workers: int = 0
     #: float64 master weights and weight gradients for the convolutions, so that the model
-    #: does not depend on thread count or process count: "auto" (on for CPU float32 training,
-    #: off on GPUs), "on" or "off". A CPU training step takes about 3x as long.
+    #: does not depend on thread count or process count: "auto" (= on with `deterministic`,
+    #: else off: the fast path is the default), "on" (also turns on deterministic kernels) or
+    #: "off". A CPU training step takes about 3x as long with it.
     exact_gradients: Literal["auto", "on", "off"] = "auto"
+    #: learning-rate schedule per stage: "plateau" (ReduceLROnPlateau on the monitored loss),
+    #: "exponential" (× lr_gamma per epoch) or "cosine" (to min_lr_ratio·lr at the stage's end)
+    scheduler: Literal["plateau", "exponential", "cosine"] = "plateau"
+    #: linear warm-up epochs at the start of the run: lr·(e+1)/(warmup_epochs+1) in epoch e
+    warmup_epochs: int = 0
+    #: floor of the cosine and exponential schedules, as a fraction of the stage's learning rate
+    min_lr_ratio: float = 0.0
+    #: per-epoch factor of the exponential schedule
+    lr_gamma: float = 0.95
+    #: training stages, run in order; each sets its epochs, learning rate and loss weights.
+    #: Empty: one stage of `epochs` epochs at `learning_rate`. Given, `epochs` becomes their sum.
+    #: Also accepts the text form "10:1e-3:nll=1,mae=0;5:1e-4:mae=0.1" (see `parse_stages`).
+    stages: tuple[Stage, ...] = ()
+    #: stop when the monitored loss has not improved for this many epochs (0 = never)
+    early_stop_patience: int = 0
+    #: keep the K best epochs' models by the monitored loss under `out_dir/best/` (0 = none)
+    keep_best: int = 0
+    #: "auto" = val_loss when there is a validation split, else the training loss
+    monitor: Literal["auto", "val_loss", "loss"] = "auto"
+    #: micro-batches of `batch_size` groups per optimiser step (= a batch A× larger)
+    accumulate_grad_batches: int = 1
+    #: clip the global gradient L2 norm to this value before each step (0 = no clipping)
+    clip_grad_norm: float = 0.0
+    #: per-epoch metrics logger besides metrics.jsonl: csv (metrics.csv), tensorboard, mlflow, none
+    logger: Literal["csv", "tensorboard", "mlflow", "none"] = "csv"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", normalise_stages(self.stages))
+        if self.stages:
+            object.__setattr__(self, "epochs", sum(s.epochs for s in self.stages))
+        self.check()
+
+    def check(self) -> None:
+        """ConfigError naming the first field out of range."""
+        if self.epochs < 1:
+            raise ConfigError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if self.model_type not in ("pinn", "supervised"):
+            raise ConfigError(f"TrainConfig.model_type must be 'pinn' or 'supervised', got {self.model_type!r}")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"TrainConfig.amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
+        if self.exact_gradients not in ("auto", "on", "off"):
+            raise ConfigError(f"TrainConfig.exact_gradients must be 'auto', 'on' or 'off', got {self.exact_gradients!r}")
+        if self.nll_form not in ("mean", "full_sum"):
+            raise ConfigError(f"TrainConfig.nll_form must be 'mean' or 'full_sum', got {self.nll_form!r}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(f"TrainConfig.validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"TrainConfig.scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.logger not in LOGGERS:
+            raise ConfigError(f"TrainConfig.logger must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
+        if self.monitor not in ("auto", "val_loss", "loss"):
+            raise ConfigError(f"TrainConfig.monitor must be 'auto', 'val_loss' or 'loss', got {self.monitor!r}")
+        for name, low in (("warmup_epochs", 0), ("early_stop_patience", 0), ("keep_best", 0), ("accumulate_grad_batches", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= {low}, got {value!r}")
+        first = self.stages[0].epochs if self.stages else self.epochs
+        if self.warmup_epochs >= first:
+            raise ConfigError(f"TrainConfig.warmup_epochs={self.warmup_epochs} must be < the first stage's epochs ({first})")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise ConfigError(f"TrainConfig.lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        if not self.clip_grad_norm >= 0.0:
+            raise ConfigError(f"TrainConfig.clip_grad_norm must be >= 0 (0 = off), got {self.clip_grad_norm}")
+        for i, stage in enumerate(self.stages or (None,)):
+            w = {f: getattr(self, f) for f in STAGE_WEIGHTS.values()}
+            if stage is not None:
+                w.update({STAGE_WEIGHTS[k]: v for k, v in stage.weights})
+            if self.model_type == "pinn" and not (w["nll_weight"] or w["mae_weight"] or (w["realspace_weight"] and w["tv_weight"])):
+                where = f" (stage {i + 1})" if stage is not None else ""
+                raise ConfigError(f"TrainConfig: every PINN loss weight (nll_weight, mae_weight, realspace) is zero{where}")
+
+    def stage_config(self, index: int) -> "TrainConfig":
+        """This config with stage `index`'s learning rate and loss weights, and no stages."""
+        if not self.stages:
+            return self
+        stage = self.stages[index]
+        changes: dict[str, Any] = {STAGE_WEIGHTS[k]: v for k, v in stage.weights}
+        if stage.learning_rate is not None:
+            changes["learning_rate"] = stage.learning_rate
+        return dataclasses.replace(self, stages=(), epochs=stage.epochs, warmup_epochs=0, **changes)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: `epochs`, its learning rate (None = TrainConfig.learning_rate) and
+    loss-weight overrides `(("nll", 1.0), ("mae", 0.1))` (names: keys of `STAGE_WEIGHTS`)."""
+
+    epochs: int
+    learning_rate: float | None = None
+    weights: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
+            raise ConfigError(f"Stage.epochs must be an integer >= 1, got {self.epochs!r}")
+        if self.learning_rate is not None and not float(self.learning_rate) > 0:
+            raise ConfigError(f"Stage.learning_rate must be > 0, got {self.learning_rate}")
+        weights = []
+        for pair in self.weights:
+            name, value = pair
+            if name not in STAGE_WEIGHTS:
+                raise ConfigError(f"Stage: unknown loss weight {name!r} (expected one of {', '.join(STAGE_WEIGHTS)})")
+            if not float(value) >= 0:
+                raise ConfigError(f"Stage: loss weight {name}={value} must be >= 0")
+            weights.append((str(name), float(value)))
+        object.__setattr__(self, "weights", tuple(weights))
+        if self.learning_rate is not None:
+            object.__setattr__(self, "learning_rate", float(self.learning_rate))
+
+
+def parse_stages(text: str) -> tuple[Stage, ...]:
+    """Stages from "EPOCHS[:LR][:NAME=W,NAME=W...]" items separated by ";".
+
+    "10:1e-3:nll=1,mae=0;5:1e-4:mae=0.1" = 10 epochs at 1e-3 with weights nll 1, mae 0, then 5 at
+    1e-4 with mae 0.1 (unnamed weights keep the TrainConfig values); "20;10:1e-4" is also valid.
+    An empty LR field ("5::mae=1") keeps TrainConfig.learning_rate.
+    """
+    stages = []
+    for n, item in enumerate(str(text).split(";"), start=1):
+        item = item.strip()
+        if not item:
+            continue
+        fields = item.split(":")
+        if len(fields) > 3:
+            raise ConfigError(f"stage {n} {item!r}: expected EPOCHS[:LR][:NAME=W,...]")
+        try:
+            epochs = float(fields[0])
+            if not epochs.is_integer():
+                raise ValueError
+            lr = float(fields[1]) if len(fields) > 1 and fields[1].strip() else None
+            weights = []
+            if len(fields) > 2 and fields[2].strip():
+                for pair in fields[2].split(","):
+                    name, value = pair.split("=")
+                    weights.append((name.strip(), float(value)))
+        except ValueError:
+            raise ConfigError(f"stage {n} {item!r}: expected EPOCHS[:LR][:NAME=W,...] (e.g. 10:1e-3:nll=1,mae=0)") from None
+        stages.append(Stage(int(epochs), lr, tuple(weights)))
+    if not stages:
+        raise ConfigError(f"stages {text!r}: no stage given")
+    return tuple(stages)
+
+
+def normalise_stages(value: Any) -> tuple[Stage, ...]:
+    """Stages from a `parse_stages` string, Stage objects, or mappings (config files, JSON):
+    {"epochs": 10, "lr": 1e-3, "nll": 1} or `config_to_dict`'s {"epochs", "learning_rate", "weights"}."""
+    if value is None or value == "" or value == ():
+        return ()
+    if isinstance(value, str):
+        return parse_stages(value)
+    if isinstance(value, Mapping):
+        value = [value]
+    out = []
+    for n, item in enumerate(value, start=1):
+        if isinstance(item, Stage):
+            out.append(item)
+        elif isinstance(item, str):
+            out.extend(parse_stages(item))
+        elif isinstance(item, Mapping):
+            d = dict(item)
+            try:
+                epochs = d.pop("epochs")
+            except KeyError:
+                raise ConfigError(f"stage {n}: key 'epochs' missing") from None
+            lr = d.pop("learning_rate", d.pop("lr", None))
+            weights = [tuple(p) for p in d.pop("weights", [])]
+            weights += [(k, v) for k, v in d.items()]
+            if isinstance(epochs, float) and epochs.is_integer():
+                epochs = int(epochs)
+            out.append(Stage(epochs, lr, tuple(weights)))  # type: ignore[arg-type]
+        else:
+            raise ConfigError(f"stage {n}: expected a table or 'EPOCHS:LR:NAME=W' text, got {type(item).__name__}")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -182,6 +383,8 @@ __all__ = [
     "DataConfig",
     "TrainConfig",
     "SimulationConfig",
+    "Stage",
+    "parse_stages",
     "config_to_dict",
     "config_from_dict",
     "config_to_json",

@@ -97,6 +97,13 @@ def export_onnx(
     out = Path(path)
     net, extra, source = _load(model)
     cfg = net.config
+    from ptychopinn.model.generators import get_generator
+
+    if not get_generator(cfg.generator).onnx:
+        raise ConfigError(
+            f"{source}: generator {cfg.generator!r} needs FFTs (spectral convolutions) and the ONNX inference graph is FFT-free; "
+            "only models of an FFT-free generator (e.g. 'cnn') export to ONNX"
+        )
     dcfg = _inference_data_config(net, extra, None)
     info = OnnxModelInfo(
         N=int(cfg.N),

@@ -133,6 +133,11 @@ def bundle_members(model: "PtychoPINN", *, data_config: "DataConfig | None" = No
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, ModelConfig):
         raise ConfigError(f"write_tf_bundle: expected a PtychoPINN model, got {type(model).__name__}")
+    if getattr(cfg, "generator", "cnn") != "cnn" or getattr(cfg, "attention", None) is not None:
+        raise ConfigError(
+            f"write_tf_bundle: only the 'cnn' generator without attention converts to a legacy TF bundle "
+            f"(this model: generator {cfg.generator!r}, attention {cfg.attention!r})"
+        )
     if getattr(model, "probe", None) is None:
         raise ConfigError("write_tf_bundle: the model has no probe; a legacy bundle stores one in params.dill")
     if model.probe.ndim == 3 and model.probe.shape[0] > 1:

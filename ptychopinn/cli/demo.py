@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             seed=seed,
             device=str(args.device),
             # the demo is about a picture in minutes: float32 weights (exactness across thread
-            # counts and processes, the CPU default of `train`, makes each step ~3x slower)
+            # counts and processes, `train --deterministic`, makes each step ~3x slower)
             exact_gradients="off",
         )
     except ValueError as exc:

@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--amp", metavar="MODE", help="mixed precision: none (default), bf16 or fp16 (GPU)")
     a("--num-workers", metavar="W", help="DataLoader worker processes (default 0)")
     a("--exact-gradients", metavar="MODE",
-      help="float64 master weights: the same model for any thread or process count; auto (default) = on for CPU float32, off on GPUs")
-    a("--deterministic", action=_BOOL, default=None, help="seed everything and use deterministic kernels")
+      help="float64 master weights: the same model for any thread or process count; auto (default) = on only with --deterministic")
+    a("--deterministic", action=_BOOL, default=None,
+      help="reproducible training: seed everything, deterministic kernels, float64 master weights (bit-identical across threads and torchrun processes; slower)")
     a("--resume", action="store_true", default=False, help="continue from MODEL_DIR/checkpoint/")
     a("--compile", action=_BOOL, default=None, help="torch.compile the model")
     a("--probe-big", action=_BOOL, default=None, help="model the border outside the central N/2 (default on)")
@@ -48,6 +49,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--probe-mask", action=_BOOL, default=None, help="multiply the exit wave by the probe disc (default off)")
     a("--amp-activation", metavar="ACT", help="amplitude activation: sigmoid (default), swish, softplus, relu")
     a("--quiet", action="store_true", default=False, help="no progress bar and no per-epoch log lines")
+    # training features (issue 14): schedules, stages, stopping, accumulation, loggers, generators
+    a("--scheduler", metavar="KIND", help="learning-rate schedule: plateau (default), exponential or cosine")
+    a("--warmup-epochs", metavar="W", help="linear warm-up epochs at the start (default 0)")
+    a("--min-lr-ratio", metavar="R", help="floor of the cosine/exponential schedule as a fraction of the learning rate (default 0)")
+    a("--lr-gamma", metavar="G", help="per-epoch factor of the exponential schedule (default 0.95)")
+    a("--stages", metavar="SPEC",
+      help="training stages 'EPOCHS[:LR][:NAME=W,...];...' e.g. '10:1e-3:nll=1,mae=0;5:1e-4:mae=0.1' (epochs = their sum)")
+    a("--early-stop-patience", metavar="P", help="stop when the monitored loss has not improved for P epochs (default 0 = never)")
+    a("--keep-best", metavar="K", help="keep the K best epochs' models under MODEL_DIR/best/ (default 0)")
+    a("--monitor", metavar="NAME", help="monitored loss: auto (default: val_loss, or loss without validation), val_loss, loss")
+    a("--accumulate-grad-batches", metavar="A", help="micro-batches per optimiser step, = a batch A times larger (default 1)")
+    a("--clip-grad-norm", metavar="G", help="clip the global gradient norm to G (default 0 = off)")
+    a("--logger", metavar="KIND", help="metrics logger: csv (default, MODEL_DIR/metrics.csv), tensorboard, mlflow, none")
+    a("--generator", metavar="NAME", help="network family: cnn (default, TF parity) or fno (spectral convolutions)")
+    a("--attention", metavar="KIND", help="attention after each CNN encoder block: none (default), cbam, eca")
     add_load_arguments(parser)
 
 
@@ -145,6 +161,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             "object_big": args.object_big,
             "probe_mask": args.probe_mask,
             "amp_activation": None if args.amp_activation is None else str(args.amp_activation),
+            "generator": None if args.generator is None else str(args.generator),
+            "attention": None if args.attention in (None, "none") else str(args.attention),
         },
     )
     data = build_config(
@@ -175,8 +193,21 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             "amp": None if args.amp is None else str(args.amp),
             "num_workers": _opt("num-workers", args.num_workers, int),
             "exact_gradients": None if args.exact_gradients is None else str(args.exact_gradients),
+            "scheduler": None if args.scheduler is None else str(args.scheduler),
+            "warmup_epochs": _opt("warmup-epochs", args.warmup_epochs, int),
+            "min_lr_ratio": _opt("min-lr-ratio", args.min_lr_ratio, float),
+            "lr_gamma": _opt("lr-gamma", args.lr_gamma, float),
+            "stages": args.stages,
+            "early_stop_patience": _opt("early-stop-patience", args.early_stop_patience, int),
+            "keep_best": _opt("keep-best", args.keep_best, int),
+            "monitor": None if args.monitor is None else str(args.monitor),
+            "accumulate_grad_batches": _opt("accumulate-grad-batches", args.accumulate_grad_batches, int),
+            "clip_grad_norm": _opt("clip-grad-norm", args.clip_grad_norm, float),
+            "logger": None if args.logger is None else str(args.logger),
         },
     )
+    if train.stages and args.epochs is not None and train.epochs != _opt("epochs", args.epochs, int):
+        raise ConfigError(f"--epochs {args.epochs} differs from the stages' total of {train.epochs} epochs (give one of them)")
     return model, data, train
 
 

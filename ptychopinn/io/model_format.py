@@ -236,8 +236,14 @@ def _read_files(path: str | os.PathLike) -> tuple[bytes, bytes, str, str]:
     return config_bytes, weights, f"{p}:{CONFIG_NAME}", f"{p}:{WEIGHTS_NAME}"
 
 
+#: ModelConfig fields that are an optional string (the other None defaults are optional ints)
+_OPTIONAL_STR_FIELDS = ("attention",)
+
+
 def _check_field_type(name: str, value: Any, default: Any, source: str) -> None:
-    if default is None:  # optional int (amp_head_channels)
+    if default is None and name in _OPTIONAL_STR_FIELDS:
+        ok, expected = value is None or isinstance(value, str), "a string or null"
+    elif default is None:  # optional int (amp_head_channels)
         ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
         expected = "an integer or null"
     elif isinstance(default, bool):

@@ -24,6 +24,10 @@ _LAZY: dict[str, str] = {
     "phase_activation": "functional",
     "ConvSpec": "architecture",
     "keras_conv_order": "architecture",
+    "get_generator": "generators",
+    "register_generator": "generators",
+    "available_generators": "generators",
+    "GeneratorSpec": "generators",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

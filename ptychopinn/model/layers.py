@@ -67,19 +67,46 @@ class ConvUpBlock(_ConvPair):
         return F.interpolate(x, scale_factor=2, mode="nearest")
 
 
+def _from_registry(cls: type, args: tuple, kwargs: dict) -> nn.Module | None:
+    """The registered generator's module when `config.generator` is not "cnn" (else None)."""
+    config = args[0] if args else kwargs.get("config")
+    name = getattr(config, "generator", "cnn")
+    if name == "cnn":
+        return None
+    from .generators import get_generator
+
+    spec = get_generator(name)
+    return spec.encoder(config) if cls is Encoder else spec.decoder(config, *args[1:], **{k: v for k, v in kwargs.items() if k != "config"})
+
+
 class Encoder(nn.Module):
-    """`(B, C, N, N)` normalised amplitudes → `(B, E, 8, 8)` features."""
+    """`(B, C, N, N)` normalised amplitudes → `(B, E, 8, 8)` features.
+
+    With `config.attention` ("cbam" | "eca") an attention block follows each Conv_Pool block
+    (`encoder.attention.{i}`). `Encoder(config)` of a config whose `generator` is not "cnn"
+    returns that generator's encoder (`model.generators`).
+    """
+
+    def __new__(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+        other = _from_registry(cls, args, kwargs) if cls is Encoder else None
+        return other if other is not None else super().__new__(cls)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         specs = arch.encoder_convs(config)
-        self.blocks = nn.ModuleList(
-            ConvPoolBlock(specs[2 * i].in_channels, f) for i, f in enumerate(arch.encoder_filters(config))
-        )
+        filters = arch.encoder_filters(config)
+        self.blocks = nn.ModuleList(ConvPoolBlock(specs[2 * i].in_channels, f) for i, f in enumerate(filters))
+        if config.attention is not None:
+            from .generators.attention import attention_block
+
+            self.attention = nn.ModuleList(attention_block(config.attention, f) for f in filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+        attention = getattr(self, "attention", None)
+        for i, block in enumerate(self.blocks):
             x = block(x)
+            if attention is not None:
+                x = attention[i](x)
         return x
 
 
@@ -89,7 +116,12 @@ class Decoder(nn.Module):
     pad_object=True: x1 = act(head1(feat[:, :F−4])) zero-padded by N/4; with probe_big the
     full-size branch adds swish(head2(x2_block(feat[:, F−4:]))) outside the centre square.
     pad_object=False: act(head2(x2_block(feat))).
+    A config whose `generator` is not "cnn" gets that generator's decoder (`model.generators`).
     """
+
+    def __new__(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+        other = _from_registry(cls, args, kwargs) if cls is Decoder else None
+        return other if other is not None else super().__new__(cls)
 
     def __init__(self, config: ModelConfig, which: str) -> None:
         super().__init__()

@@ -5,6 +5,9 @@
                       pp.TrainConfig(epochs=10), out_dir="model")
     result.model, result.history
 
+`train_step(optimizer, micro_batches, loss_of, ...)` (module `step`) is one optimiser step over
+micro-batches (accumulation, clipping, AMP scaler, DDP no_sync), reusable by fine-tuning code.
+
 The package module itself is callable (forwards to `train`), so `pp.train(...)` works even after
 `import ptychopinn.train` has bound the submodule to the name `ptychopinn.train`.
 """
@@ -15,6 +18,7 @@ import types
 from typing import Any
 
 from .loop import ADAM_EPS, CHECKPOINT_DIR, METRICS_FILE, TrainResult, train
+from .step import train_step
 
 
 class _CallableModule(types.ModuleType):
@@ -24,4 +28,4 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["train", "TrainResult", "CHECKPOINT_DIR", "METRICS_FILE", "ADAM_EPS"]
+__all__ = ["train", "train_step", "TrainResult", "CHECKPOINT_DIR", "METRICS_FILE", "ADAM_EPS"]

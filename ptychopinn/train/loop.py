@@ -1,8 +1,11 @@
 """`train`: a plain PyTorch training loop for PtychoPINN with exact resume (spec §4.7, §7).
 
-Adam (Keras ε = 1e-7) + ReduceLROnPlateau on the validation loss; the validation groups are a
+Adam (Keras ε = 1e-7) with a per-epoch learning-rate schedule over stages (`schedules`: plateau
+on the monitored loss, exponential or cosine, warm-up), early stopping, `--keep-best` (`best`),
+gradient accumulation and clipping (`step.train_step`); the validation groups are a
 region of the scan (`data.split_by_region`), so no diffraction pattern is on both sides.
-Every epoch appends one JSON line to `out_dir/metrics.jsonl` and atomically replaces
+Every epoch appends one JSON line to `out_dir/metrics.jsonl` (and a row to the chosen logger,
+`loggers`) and atomically replaces
 `out_dir/checkpoint/` (model + optimiser/scheduler/RNG state, no pickle). The final model is a
 native model directory at `out_dir` (`io.save_model`).
 """
@@ -27,7 +30,11 @@ from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 from . import master_weights
 from . import state as st
 from .inputs import as_scan, normalised_probe_modes, resolve_nphotons, scan_label
+from . import loggers
+from .best import BestKeeper
 from .losses import batch_loss, detector_valid, needs_labels
+from .schedules import EpochSchedule, stage_of
+from .step import NonFiniteLoss, train_step
 
 log = logging.getLogger("ptychopinn")
 
@@ -81,24 +88,8 @@ class _BatchView(torch.utils.data.Dataset):
 
 
 def _validate(tc: TrainConfig) -> None:
-    if tc.epochs < 1:
-        raise ConfigError(f"TrainConfig.epochs must be >= 1, got {tc.epochs}")
-    if tc.batch_size < 1:
-        raise ConfigError(f"TrainConfig.batch_size must be >= 1, got {tc.batch_size}")
-    if not tc.learning_rate > 0:
-        raise ConfigError(f"TrainConfig.learning_rate must be > 0, got {tc.learning_rate}")
-    if tc.model_type not in ("pinn", "supervised"):
-        raise ConfigError(f"TrainConfig.model_type must be 'pinn' or 'supervised', got {tc.model_type!r}")
-    if tc.amp not in ("none", "bf16", "fp16"):
-        raise ConfigError(f"TrainConfig.amp must be 'none', 'bf16' or 'fp16', got {tc.amp!r}")
-    if tc.exact_gradients not in ("auto", "on", "off"):
-        raise ConfigError(f"TrainConfig.exact_gradients must be 'auto', 'on' or 'off', got {tc.exact_gradients!r}")
-    if tc.nll_form not in ("mean", "full_sum"):
-        raise ConfigError(f"TrainConfig.nll_form must be 'mean' or 'full_sum', got {tc.nll_form!r}")
-    if not 0.0 <= tc.validation_fraction < 1.0:
-        raise ConfigError(f"TrainConfig.validation_fraction must be in [0, 1), got {tc.validation_fraction}")
-    if tc.model_type == "pinn" and not (tc.nll_weight or tc.mae_weight or (tc.realspace_weight and tc.tv_weight)):
-        raise ConfigError("TrainConfig: every PINN loss weight (nll_weight, mae_weight, realspace) is zero")
+    """ConfigError on an out-of-range setting (TrainConfig checks itself on construction)."""
+    tc.check()
 
 
 @contextlib.contextmanager
@@ -159,8 +150,12 @@ def _write_checkpoint(
     epoch: int,
     history: list[dict[str, Any]],
     extra: dict[str, Any],
+    loop_state: dict[str, Any] | None = None,
 ) -> None:
-    """Atomically replace `out_dir/checkpoint/` with the state after `epoch` epochs."""
+    """Atomically replace `out_dir/checkpoint/` with the state after `epoch` epochs.
+
+    loop_state: JSON state of the loop's helpers (stages, early stopping, kept best epochs,
+    logger), saved under "loop"."""
     from ..io.atomic import atomic_directory
 
     tensors, opt_info = st.optimizer_state(optimizer)
@@ -173,6 +168,7 @@ def _write_checkpoint(
         "scheduler": scheduler.state_dict(),
         "history": history,
         "rng": rng_info,
+        "loop": dict(loop_state or {}),
     }
     if scaler is not None:
         info["grad_scaler"] = {k: v for k, v in scaler.state_dict().items()}
@@ -208,8 +204,8 @@ def _restore_checkpoint(
     scaler: Any,
     np_rng: np.random.Generator,
     model_config: ModelConfig,
-) -> tuple[int, list[dict[str, Any]]]:
-    """Load `out_dir/checkpoint/` into the live objects; returns (epochs done, history)."""
+) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+    """Load `out_dir/checkpoint/` into the live objects; returns (epochs done, history, loop state)."""
     ckpt = out_dir / CHECKPOINT_DIR
     if not ckpt.is_dir():
         raise ConfigError(f"{ckpt}: no checkpoint to resume from (train without resume first)")
@@ -228,7 +224,7 @@ def _restore_checkpoint(
     if scaler is not None and "grad_scaler" in info:
         scaler.load_state_dict(info["grad_scaler"])
     st.restore_rng_state(np_rng, tensors, info["rng"])
-    return int(info["epoch"]), list(info.get("history", []))
+    return int(info["epoch"]), list(info.get("history", [])), dict(info.get("loop", {}))
 
 
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -400,7 +396,12 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
         raise ConfigError(
             f"DataConfig.gridsize={data_config.gridsize} differs from ModelConfig.gridsize={model_config.gridsize}"
         )
+    from ..model.generators import get_generator
+
+    get_generator(model_config.generator)  # ConfigError naming the known generators
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and tc.logger != "none":
+        loggers.check_available(tc.logger)
     if resume and out is None:
         raise ConfigError("resume=True needs out_dir (the folder holding checkpoint/)")
     if out is not None and not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -441,6 +442,8 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
     device = resolve_device(tc.device) if info is None else dist_.rank_device(tc.device, info.local_rank)
     if tc.amp == "fp16" and device.type == "cpu":
         raise ConfigError("TrainConfig.amp='fp16' needs a GPU; use amp='bf16' on CPU")
+    if tc.monitor == "val_loss" and val_idx.size == 0:
+        raise ConfigError("TrainConfig.monitor='val_loss' but the validation split is empty (monitor 'loss' or raise validation_fraction)")
     return _Setup(model_config, data_config, tc, out, resume, scan, label, use_labels, groups, train_idx, val_idx, probe, nphotons, scale, device)
 
 
@@ -486,22 +489,22 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
     pin = device.type == "cuda"
     labels_of = (lambda batch: _labels(scan, groups, batch)) if su.use_labels else None
 
-    with _determinism(tc.deterministic, tc.seed):
+    exact = master_weights.resolve(tc, device)
+    with _determinism(tc.deterministic or exact, tc.seed):
         model = _build_model(model_config, su.probe, scale, tc.seed, device)
-        exact = master_weights.resolve(tc, device)
         if exact:
             master_weights.promote(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=tc.learning_rate, eps=ADAM_EPS)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=tc.plateau_factor, patience=tc.plateau_patience, min_lr=tc.min_lr
-        )
+        schedule = EpochSchedule(tc, optimizer)
         scaler = torch.amp.GradScaler(device.type) if tc.amp == "fp16" else None
         np_rng = np.random.default_rng(tc.seed)
         history: list[dict[str, Any]] = []
         start_epoch = 0
+        loop_state: dict[str, Any] = {}
         if su.resume:
-            start_epoch, history = _restore_checkpoint(out, model, optimizer, scheduler, scaler, np_rng, model_config)  # type: ignore[arg-type]
+            start_epoch, history, loop_state = _restore_checkpoint(out, model, optimizer, schedule, scaler, np_rng, model_config)  # type: ignore[arg-type]
+            _check_resumable(out, tc, loop_state)  # type: ignore[arg-type]
             dist_.barrier()  # every rank has read the checkpoint before rank 0 touches the folder
             if main:
                 _truncate_metrics(out, start_epoch)  # type: ignore[arg-type]
@@ -517,12 +520,14 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
                 model, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
             )
             run_model.register_comm_hook(None, dist_.sum_gradients_hook)
+        no_sync = run_model.no_sync if info is not None else None
         if tc.compile:
             run_model = torch.compile(run_model)
         eval_model: Any = torch.compile(model) if (tc.compile and info is not None) else run_model
         autocast = _autocast_factory(tc.amp, device)
         centre_mask = _centre_mask(model_config, device) if (tc.realspace_weight and not model_config.probe_big) else None
         valid = detector_valid(scan, device)  # ~Scan.bad_pixels: masked pixels leave the NLL/MAE
+        monitor = _monitor_name(tc, val_idx)
 
         summary = {
             "normalization_factor": factor,
@@ -535,74 +540,120 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
             "n_train_groups": int(train_idx.size),
             "n_val_groups": int(val_idx.size),
             "exact_gradients": exact,
+            "monitor": monitor,
         }
         if info is not None:
             summary["world_size"] = W
+        stopper = dict(loop_state.get("early_stop") or {"best": None, "bad": 0, "stage": 0, "stopped_after": None})
+        keeper = BestKeeper(out, tc.keep_best, monitor, loop_state.get("best")) if (out is not None and tc.keep_best) else None
+        if keeper is not None and su.resume and main:
+            keeper.reconcile()
+        metrics_logger = loggers.make_logger(tc.logger, out, start_epoch, _flat_params(tc, model_config), loop_state.get("logger")) if main else loggers.Logger()
         C = model_config.channels
-        for epoch in range(start_epoch, tc.epochs):
-            t0 = time.perf_counter()
-            model.train()
-            order = np_rng.permutation(train_idx)
-            plan = _shards(order, tc.batch_size, info)
-            loader = _loader_of(dataset, [p[0] for p in plan], tc.num_workers, pin)
-            bar = _progress(progress, len(plan), f"epoch {epoch + 1}/{tc.epochs}")
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            parts_sum: dict[str, torch.Tensor] = {}
-            seen = 0
-            for step, (batch, (_, weight, B)) in enumerate(zip(loader, plan)):
-                loss, parts = _shard_loss(
-                    run_model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight, valid
-                )
-                batch_total, parts = _global_loss(loss, parts, info)
-                if not torch.isfinite(batch_total):
-                    raise DataError(f"{label}: loss became {float(batch_total)} at epoch {epoch + 1}, step {step + 1} (check the data scale)")
-                optimizer.zero_grad(set_to_none=True)
-                # the shards' losses add up to the batch loss; DDP sums (not averages) their gradients
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                loss_sum += batch_total * B
-                for k, v in parts.items():
-                    parts_sum[k] = parts_sum.get(k, 0) + v * B
-                seen += B
-                if bar is not None:
-                    rate = seen * C / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix(loss=f"{float(batch_total):.5g}", patterns_s=f"{rate:.0f}")
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
-            train_loss = float(loss_sum) / seen
-            val_loss = None
-            if val_idx.size:
-                model.eval()
-                val_loss = _evaluate(
-                    eval_model, dataset, val_idx, tc.batch_size, tc.num_workers, pin, device, model_config, tc,
-                    centre_mask, autocast, labels_of, info, valid,
-                )
-            scheduler.step(val_loss if val_loss is not None else train_loss)
-            seconds = time.perf_counter() - t0
-            row = {
-                "epoch": epoch + 1,
-                "loss": train_loss,
-                "val_loss": val_loss,
-                "lr": optimizer.param_groups[0]["lr"],
-                "parts": {k: float(v) / seen for k, v in parts_sum.items()},
-                "patterns_per_s": seen * C / max(seconds, 1e-9),
-                "seconds": seconds,
-            }
-            history.append(row)
-            if main:
-                log.info(
-                    "epoch %d/%d loss %.6g val_loss %s lr %.3g (%.1f patterns/s)",
-                    epoch + 1, tc.epochs, train_loss, "n/a" if val_loss is None else f"{val_loss:.6g}", row["lr"], row["patterns_per_s"],
-                )
-            if out is not None:
-                _on_main(info, lambda: _epoch_files(out, model, optimizer, scheduler, scaler, np_rng, epoch + 1, history, summary, row))
+        try:
+            for epoch in range(start_epoch, tc.epochs):
+                if stopper["stopped_after"] is not None:
+                    break
+                stage_index, _ = stage_of(tc, epoch)
+                stc = tc.stage_config(stage_index)  # this stage's learning rate and loss weights
+                if stopper["stage"] != stage_index:  # a new stage's losses are not comparable with the last
+                    stopper.update(best=None, bad=0, stage=stage_index)
+                lr = schedule.begin_epoch(epoch)
+                t0 = time.perf_counter()
+                model.train()
+                order = np_rng.permutation(train_idx)
+                windows = _windows(order, tc.batch_size, tc.accumulate_grad_batches, info)
+                flat = [m for w in windows for m in w]
+                loader = iter(_loader_of(dataset, [m[0] for m in flat], tc.num_workers, pin))
+                bar = _progress(progress, len(windows), f"epoch {epoch + 1}/{tc.epochs}")
+                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                parts_sum: dict[str, torch.Tensor] = {}
+                seen = 0
+                for step, window in enumerate(windows):
+                    micro = [(next(loader), weight, Bw) for (_, weight, Bw) in window]
 
+                    def loss_of(m: tuple[dict[str, torch.Tensor], float, int], stc: TrainConfig = stc) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        batch, weight, Bw = m
+                        return _shard_loss(run_model, batch, device, model_config, stc, centre_mask, autocast, labels_of, Bw, weight, valid)
+
+                    try:
+                        window_loss, parts, _ = train_step(
+                            optimizer, micro, loss_of, params=params, scaler=scaler, clip_grad_norm=tc.clip_grad_norm,
+                            exact=exact, no_sync=no_sync, reduce=lambda loss, parts: _global_loss(loss, parts, info),
+                        )
+                    except NonFiniteLoss as exc:
+                        raise DataError(
+                            f"{label}: loss became {exc.value} at epoch {epoch + 1}, step {step + 1} (check the data scale)"
+                        ) from None
+                    Bw = window[0][2]
+                    loss_sum += window_loss * Bw
+                    for k, v in parts.items():
+                        parts_sum[k] = parts_sum.get(k, 0) + v * Bw
+                    seen += Bw
+                    if bar is not None:
+                        rate = seen * C / max(time.perf_counter() - t0, 1e-9)
+                        bar.set_postfix(loss=f"{float(window_loss):.5g}", patterns_s=f"{rate:.0f}")
+                        bar.update(1)
+                if bar is not None:
+                    bar.close()
+                train_loss = float(loss_sum) / seen
+                val_loss = None
+                if val_idx.size:
+                    model.eval()
+                    val_loss = _evaluate(
+                        eval_model, dataset, val_idx, tc.batch_size, tc.num_workers, pin, device, model_config, stc,
+                        centre_mask, autocast, labels_of, info, valid,
+                    )
+                monitored = val_loss if (monitor == "val_loss" and val_loss is not None) else train_loss
+                schedule.end_epoch(epoch, monitored)
+                seconds = time.perf_counter() - t0
+                row = {
+                    "epoch": epoch + 1,
+                    "stage": stage_index + 1,
+                    "loss": train_loss,
+                    "val_loss": val_loss,
+                    "lr": lr,
+                    "parts": {k: float(v) / seen for k, v in parts_sum.items()},
+                    "patterns_per_s": seen * C / max(seconds, 1e-9),
+                    "seconds": seconds,
+                }
+                history.append(row)
+                if main:
+                    log.info(
+                        "epoch %d/%d loss %.6g val_loss %s lr %.3g (%.1f patterns/s)",
+                        epoch + 1, tc.epochs, train_loss, "n/a" if val_loss is None else f"{val_loss:.6g}", lr, row["patterns_per_s"],
+                    )
+                if stopper["best"] is None or monitored < stopper["best"]:
+                    stopper.update(best=monitored, bad=0)
+                else:
+                    stopper["bad"] += 1
+                if tc.early_stop_patience and stopper["bad"] >= tc.early_stop_patience:
+                    stopper["stopped_after"] = epoch + 1
+                    if main:
+                        log.info("early stop after epoch %d: %s did not improve for %d epochs", epoch + 1, monitor, stopper["bad"])
+                if out is not None:
+                    def write(epoch: int = epoch, row: dict[str, Any] = row, monitored: float = monitored) -> None:
+                        if keeper is not None:
+                            keeper.consider(epoch + 1, monitored, lambda path: _save_native(model, path, {"training": {**summary, "epoch": epoch + 1}}))
+                        state = {
+                            "stages": [config_to_dict(st_) for st_ in tc.stages],
+                            "early_stop": dict(stopper),
+                            "best": keeper.state() if keeper is not None else None,
+                            "logger": metrics_logger.state(),
+                        }
+                        metrics_logger.log_epoch(row)  # before the checkpoint: a resume trims what lies past it
+                        _epoch_files(out, model, optimizer, schedule, scaler, np_rng, epoch + 1, history, summary, row, state)
+                        if keeper is not None:
+                            keeper.commit()
+
+                    _on_main(info, write)
+        finally:
+            metrics_logger.close()
+
+    if stopper["stopped_after"] is not None:
+        summary["stopped_early_after_epoch"] = stopper["stopped_after"]
+    if keeper is not None:
+        summary["best"] = keeper.state()
     model.eval()
     master_weights.demote(model)
     summary["history"] = history
@@ -628,10 +679,47 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
     )
 
 
-def _epoch_files(out, model, optimizer, scheduler, scaler, np_rng, epochs_done, history, summary, row) -> None:
+def _epoch_files(out, model, optimizer, scheduler, scaler, np_rng, epochs_done, history, summary, row, loop_state=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     _append_metrics(out, row)
-    _write_checkpoint(out, model, optimizer, scheduler, scaler, np_rng, epochs_done, history, {"training": summary})
+    _write_checkpoint(out, model, optimizer, scheduler, scaler, np_rng, epochs_done, history, {"training": summary}, loop_state)
+
+
+def _windows(order: np.ndarray, batch_size: int, accumulate: int, info: Any) -> list[list[tuple[list[int], float, int]]]:
+    """The optimiser steps of one epoch: per step, its micro-batches as `_shards` gives them, with
+    B = the step's whole window (up to accumulate·batch_size groups), so the micro-batch losses
+    add up to the loss of the window as one batch."""
+    span = batch_size * accumulate
+    steps = []
+    for i in range(0, len(order), span):
+        window = order[i : i + span]
+        steps.append([(ids, weight, len(window)) for ids, weight, _ in _shards(window, batch_size, info)])
+    return steps
+
+
+def _monitor_name(tc: TrainConfig, val_idx: np.ndarray) -> str:
+    """The monitored loss ("val_loss" or "loss") for plateau, early stopping and --keep-best."""
+    if tc.monitor == "auto":
+        return "val_loss" if val_idx.size else "loss"
+    return tc.monitor
+
+
+def _flat_params(tc: TrainConfig, mc: ModelConfig) -> dict[str, Any]:
+    """Flat name -> value of the run's settings (MLflow params)."""
+    flat = {f"train.{k}": v for k, v in config_to_dict(tc).items()}
+    flat.update({f"model.{k}": v for k, v in config_to_dict(mc).items()})
+    return flat
+
+
+def _check_resumable(out: Path, tc: TrainConfig, loop_state: dict[str, Any]) -> None:
+    """The requested stages must be those the checkpoint was trained with."""
+    saved = loop_state.get("stages") or []
+    wanted = [config_to_dict(s) for s in tc.stages]
+    if json.loads(json.dumps(saved)) != json.loads(json.dumps(wanted)):
+        raise ConfigError(
+            f"{out / CHECKPOINT_DIR}: key 'loop.stages' ({len(saved)} stages) differs from the requested stages ({len(wanted)}); "
+            "resume with the same --stages"
+        )
 
 
 def _on_main(info: Any, write: Callable[[], None]) -> None:

@@ -1,6 +1,6 @@
 """Float64 master weights for the convolutions: bit-reproducible training on CPU.
 
-With `TrainConfig.exact_gradients` on, the convolution weights and biases are held (and
+With `TrainConfig.exact_gradients` on (`--deterministic` or `--exact-gradients on`), the convolution weights and biases are held (and
 updated by Adam) in float64 while activations stay float32: each convolution casts its
 weights to float32 for the forward pass and reduces its weight gradient in float64
 (`kernels.conv2d_master_weight`). Gradients then no longer depend on the order of the float
@@ -22,13 +22,14 @@ MASTER_PREFIX = "master."
 def resolve(train_config: TrainConfig, device: torch.device) -> bool:
     """Whether this run trains with float64 master weights.
 
-    "auto": on CPU in float32 (`amp` "none"); off on CUDA/MPS, where speed matters more and
-    float64 is slow or missing. "on" / "off" force it ("on" needs `amp` "none" and a device
-    with float64).
+    "auto" (the default): only with `deterministic` (reproducibility is opt-in; the fast
+    float32 path otherwise), in float32 (`amp` "none") on a device with float64 (not MPS).
+    "on" / "off" force it ("on" needs `amp` "none" and a device with float64, and also turns on
+    deterministic kernels).
     """
     mode = train_config.exact_gradients
     if mode == "auto":
-        return device.type == "cpu" and train_config.amp == "none"
+        return bool(train_config.deterministic) and train_config.amp == "none" and device.type != "mps"
     if mode == "off":
         return False
     if train_config.amp != "none":

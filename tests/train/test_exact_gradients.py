@@ -45,9 +45,13 @@ def test_resolve_modes():
     from ptychopinn.train import master_weights as mw
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert mw.resolve(_tc(), cpu) is True
+    # the fast path is the default on every device; --deterministic opts in
+    assert mw.resolve(_tc(), cpu) is False
     assert mw.resolve(_tc(), cuda) is False
-    assert mw.resolve(_tc(amp="bf16"), cpu) is False
+    assert mw.resolve(_tc(deterministic=True), cpu) is True
+    assert mw.resolve(_tc(deterministic=True), cuda) is True
+    assert mw.resolve(_tc(deterministic=True, amp="bf16"), cpu) is False
+    assert mw.resolve(_tc(deterministic=True), torch.device("mps")) is False
     assert mw.resolve(_tc(exact_gradients="off"), cpu) is False
     assert mw.resolve(_tc(exact_gradients="on"), cuda) is True
     with pytest.raises(ConfigError, match="amp"):
@@ -93,8 +97,8 @@ def test_promote_demote_and_float32_copy():
 
 
 def test_exact_training_does_not_depend_on_thread_count(scan_path):
-    a = _train(scan_path, 1)
-    b = _train(scan_path, 2)
+    a = _train(scan_path, 1, deterministic=True)
+    b = _train(scan_path, 2, deterministic=True)
     assert a.extra["training"]["exact_gradients"] is True
     assert all(p.dtype == torch.float32 for p in a.model.parameters())  # the returned model is float32
     worst = _worst(a, b)
@@ -148,9 +152,9 @@ def test_resume_keeps_the_float64_masters(scan_path, tmp_path):
     from ptychopinn.train import train
     from ptychopinn.train.state import read_state
 
-    tc2 = _tc(epochs=2)
+    tc2 = _tc(epochs=2, exact_gradients="on")
     one_go = train(scan_path, TINY, None, tc2, out_dir=tmp_path / "a", progress=False)
-    train(scan_path, TINY, None, _tc(epochs=1), out_dir=tmp_path / "b", progress=False)
+    train(scan_path, TINY, None, _tc(epochs=1, exact_gradients="on"), out_dir=tmp_path / "b", progress=False)
     tensors, _ = read_state(tmp_path / "b" / "checkpoint")
     masters = {k: v for k, v in tensors.items() if k.startswith("master.")}
     assert masters and all(v.dtype == torch.float64 for v in masters.values())
