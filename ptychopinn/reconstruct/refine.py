@@ -361,8 +361,16 @@ def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: b
             k = math.sqrt(probe_power / max(float((P.abs() ** 2).sum()), 1e-30))
             P *= k
             O /= k
-        if gpos is not None and len(idx):
-            pos[t_idx] += shift
+        if cfg.positions:
+            if info is None:
+                if len(idx):
+                    pos[t_idx] += shift
+            else:  # every rank learns every rank's position updates
+                upd = torch.zeros_like(pos)
+                if len(idx):
+                    upd[t_idx] = shift
+                dist_.all_reduce_sum(upd)
+                pos += upd
     return loss.detach().to(torch.float64)
 
 
