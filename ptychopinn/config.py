@@ -153,6 +153,10 @@ class SimulationConfig:
     nphotons: float = 1e9
     probe_scale: float = 4.0
     seed: int = 0
+    #: incoherent probe modes K (1 = the single default probe; K > 1: `physics.mixed_state_probe`)
+    probe_modes: int = 1
+    #: power of probe mode k+1 relative to mode k (K > 1 only)
+    probe_mode_power: float = 0.5
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

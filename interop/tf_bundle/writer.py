@@ -135,6 +135,8 @@ def bundle_members(model: "PtychoPINN", *, data_config: "DataConfig | None" = No
         raise ConfigError(f"write_tf_bundle: expected a PtychoPINN model, got {type(model).__name__}")
     if getattr(model, "probe", None) is None:
         raise ConfigError("write_tf_bundle: the model has no probe; a legacy bundle stores one in params.dill")
+    if model.probe.ndim == 3 and model.probe.shape[0] > 1:
+        raise ConfigError(f"write_tf_bundle: the model has {model.probe.shape[0]} probe modes; a legacy TF bundle holds one (N, N) probe")
     data_config = data_config if data_config is not None else DataConfig(gridsize=cfg.gridsize)
     train_config = train_config if train_config is not None else TrainConfig()
     scale = float(model.intensity_scale)

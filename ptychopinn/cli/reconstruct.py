@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from .train import number, required_path, setup_logging
+from .train import add_load_arguments, load_options, number, required_path, setup_logging
 
 HELP = "reconstruct the object of a scan with a trained model (native dir/zip or legacy wts.h5.zip)"
 
@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--refine-batch", default=64, metavar="B", help="positions per refinement update (default 64)")
     a("--finetune", default=0, metavar="E", help="epochs of self-supervised fine-tuning of the network on this scan (default 0)")
     a("--save-finetuned", default=None, metavar="DIR", help="write the fine-tuned model there (native format; the input model is never changed)")
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             refine=refine,
             finetune=finetune,
             save_finetuned=save_finetuned,
+            load=load_options(args),
         )
     if not main:
         return 0

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nphotons", default=1e9, metavar="COUNT", help="mean photons per pattern (default 1e9)")
     parser.add_argument("--probe-scale", default=4.0, metavar="S", help="probe normalisation probe_scale (default 4)")
     parser.add_argument("--seed", default=0, metavar="SEED", help="random seed (default 0)")
+    parser.add_argument("--probe-modes", default=1, metavar="K", help="incoherent probe modes, probeGuess (K, N, N) when K > 1 (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         nphotons=number("nphotons", args.nphotons, float),
         probe_scale=number("probe-scale", args.probe_scale, float),
         seed=number("seed", args.seed, int),
+        probe_modes=number("probe-modes", args.probe_modes, int),
     )
     path = simulate_to_file(config, args.out)
     print(f"wrote {path}")

@@ -88,18 +88,27 @@ class LazyArray:
     `source` is an `np.ndarray`/`np.memmap` or an `H5Source` holding the raw stored layout;
     `legacy` means it is stored `(N, N, M)` (first axis of this view = last stored axis);
     `squeeze` drops a trailing singleton axis; `dtype` is the dtype returned by reads.
+    `transform` (e.g. `detector.DetectorTransform`: counts → sqrt, crop, bin) maps each block of
+    rows `(k, S, S)` in the contract layout to `(k, n, n)`, `n = transform.out_size(S)`; it is
+    applied per read, so the stored array is never materialised.
     """
 
-    def __init__(self, source: Any, dtype: Any, *, legacy: bool = False, squeeze: bool = False) -> None:
+    def __init__(
+        self, source: Any, dtype: Any, *, legacy: bool = False, squeeze: bool = False, transform: Any = None
+    ) -> None:
         self.source = source
         self.dtype = np.dtype(dtype)
         self.legacy = legacy
         self.squeeze = squeeze
+        self.transform = transform
         shape = tuple(int(s) for s in source.shape)
         if squeeze:
             shape = shape[:-1]
         if legacy:
             shape = (shape[-1], *shape[:-1])
+        if transform is not None:
+            n = int(transform.out_size(shape[-1]))
+            shape = (*shape[:-2], n, n)
         self.shape: tuple[int, ...] = shape
 
     # --- pickling: memory maps travel as (file, offset) so DataLoader workers re-map them -----
@@ -150,6 +159,8 @@ class LazyArray:
             else:
                 key, rest = key[0], key[1:]
         out = self._read_first_axis(key)
+        if self.transform is not None:
+            out = self.transform(out)
         if rest:
             lead = (slice(None),) if out.ndim == self.ndim else ()
             out = out[lead + rest] if lead else out[rest]

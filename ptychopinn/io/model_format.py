@@ -417,9 +417,13 @@ def load_model(
     tensors, _ = decode_state(weights, wsrc)
     config: ModelConfig = doc["model_config"]
     probe = tensors.get("probe")
-    if probe is not None and (not probe.is_complex() or tuple(probe.shape) != (config.N, config.N)):
+    N = config.N
+    shape_ok = probe is not None and (
+        tuple(probe.shape) == (N, N) or (probe.ndim == 3 and probe.shape[0] >= 2 and tuple(probe.shape[1:]) == (N, N))
+    )
+    if probe is not None and (not probe.is_complex() or not shape_ok):  # (K, N, N): K incoherent modes
         raise ModelFormatError(
-            f"{wsrc}: tensor 'probe' must be ({config.N}, {config.N}) complex, got {tuple(probe.shape)} {probe.dtype}"
+            f"{wsrc}: tensor 'probe' must be ({N}, {N}) or (K >= 2, {N}, {N}) complex, got {tuple(probe.shape)} {probe.dtype}"
         )
     try:
         model = PtychoPINN(config, probe=probe, intensity_scale=doc["intensity_scale"])

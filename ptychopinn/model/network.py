@@ -36,21 +36,28 @@ class ModelOutput(NamedTuple):
 
 
 def _as_probe(probe: torch.Tensor | np.ndarray, N: int) -> torch.Tensor:
-    """`(N, N)` complex64 tensor from an array or tensor; singleton axes (TF `(1, N, N, 1)`) are dropped."""
+    """`(N, N)` or `(K, N, N)` complex64 tensor from an array or tensor.
+
+    Singleton axes are dropped (TF `(N, N, 1)`, `(1, N, N, 1)`; a one-mode `(1, N, N)` becomes
+    `(N, N)`), so a single-mode probe is always stored `(N, N)` as before modes existed.
+    """
     t = torch.as_tensor(np.asarray(probe)) if isinstance(probe, np.ndarray) else torch.as_tensor(probe)
     t = t.detach().clone()
-    if t.ndim > 2:  # TF layouts (N, N, 1) and (1, N, N, 1)
+    if t.ndim > 2:  # TF layouts (N, N, 1) and (1, N, N, 1); one mode (1, N, N)
         t = t.squeeze()
-    if tuple(t.shape) != (N, N) or not (t.is_complex() or t.is_floating_point()):
-        raise ConfigError(f"PtychoPINN: key 'probe' must be ({N}, {N}) complex, got {tuple(t.shape)} {t.dtype}")
+    ok_shape = t.ndim in (2, 3) and tuple(t.shape[-2:]) == (N, N) and t.numel() > 0
+    if not ok_shape or not (t.is_complex() or t.is_floating_point()):
+        raise ConfigError(
+            f"PtychoPINN: key 'probe' must be ({N}, {N}) or (K, {N}, {N}) complex, got {tuple(t.shape)} {t.dtype}"
+        )
     return t.to(torch.complex64)
 
 
 class PtychoPINN(nn.Module):
     """The PtychoPINN autoencoder with its physics head (spec §3, §4.3).
 
-    config: the architecture; probe: `(N, N)` complex, the illumination (required by `forward`,
-    not by `predict_object`); intensity_scale: s, the sqrt-photon scale (default
+    config: the architecture; probe: `(N, N)` complex, the illumination, or `(K, N, N)` for K
+    incoherent modes (required by `forward`, not by `predict_object`); intensity_scale: s, the sqrt-photon scale (default
     sqrt(1e9)/(N/2)). Parameters: the convolutions (module paths in docs/model.md),
     `log_intensity_scale` (log s, trained only when `config.intensity_scale_trainable`) and, when
     `config.probe_trainable`, `probe`.
@@ -84,24 +91,31 @@ class PtychoPINN(nn.Module):
         )
         self.probe: torch.Tensor | None
         self.register_buffer("probe", None)
-        support = torch.from_numpy(physics.probe_mask(config.N)) if config.probe_mask else None
-        self.register_buffer("probe_support", support, persistent=False)
+        support = physics.probe_mask(config.N) if config.probe_mask else None
+        # The physics head. The model owns the probe (state-dict key 'probe', so model files
+        # keep their layout) and passes it to the operator on every call.
+        self.operator = physics.PtychographyOperator(
+            None, mask=support, smoothing_sigma=config.gaussian_smoothing_sigma
+        )
         if probe is not None:
             self.set_probe(probe)
 
     # -- state -------------------------------------------------------------------------------
     def set_probe(self, probe: torch.Tensor | np.ndarray) -> None:
-        """Install the `(N, N)` complex probe (a Parameter when `config.probe_trainable`).
+        """Install the `(N, N)` (or `(K, N, N)` modes) complex probe (a Parameter when
+        `config.probe_trainable`).
 
-        Replacing an existing probe copies in place, so optimisers keep their reference.
+        Replacing an existing probe of the same shape copies in place, so optimisers keep their
+        reference; a probe of another shape (another K) replaces the tensor.
         """
         t = _as_probe(probe, self.config.N)
-        if self.probe is not None:
+        if self.probe is not None and self.probe.shape == t.shape:
             with torch.no_grad():
                 self.probe.copy_(t.to(device=self.probe.device, dtype=self.probe.dtype))
             return
         t = t.to(self.log_intensity_scale.device)
-        del self._buffers["probe"]
+        self._buffers.pop("probe", None)
+        self._parameters.pop("probe", None)
         if self.config.probe_trainable:
             self.probe = nn.Parameter(t)
         else:
@@ -112,6 +126,13 @@ class PtychoPINN(nn.Module):
         if self.probe is None and prefix + "probe" in state_dict:
             self.set_probe(state_dict[prefix + "probe"])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def n_modes(self) -> int:
+        """K, the number of probe modes (1 for an `(N, N)` probe, 0 when no probe is set)."""
+        if self.probe is None:
+            return 0
+        return 1 if self.probe.ndim == 2 else int(self.probe.shape[0])
 
     @property
     def intensity_scale(self) -> float:
@@ -167,17 +188,14 @@ class PtychoPINN(nn.Module):
     def diffraction_from_canvas(self, canvas: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """The physics head (spec §4.3 steps 5–9): Â `(B, C, N, N)` sqrt-photons.
 
-        canvas `(B, P, P)` complex object; offsets `(B, C, 2)` [x, y] px. Patches are cut at
-        +offsets, multiplied by the probe (smoothed/masked per config), diffracted and × s.
+        canvas `(B, P, P)` complex object; offsets `(B, C, 2)` [x, y] px. `self.operator`
+        cuts patches at +offsets, multiplies them by each probe mode (smoothed/masked per
+        config) and diffracts; Â = sqrt(Σₖ |F(Pₖ·O)|²)·s (K = 1: today's sqrt(|F(P·O)|²)·s).
         """
         if self.probe is None:
             raise ConfigError("PtychoPINN.forward: key 'probe' is not set; pass probe= or call set_probe()")
-        cfg = self.config
-        patches = kernels.extract_patches(canvas, offsets, cfg.N)
-        psi = physics.illuminate(
-            patches, self.probe, mask=self.probe_support, smoothing_sigma=cfg.gaussian_smoothing_sigma
-        )
-        return physics.diffract(psi) * torch.exp(self.log_intensity_scale)
+        intensity = self.operator(canvas, offsets, probe=self.probe)
+        return physics.amplitude_from_intensity(intensity) * torch.exp(self.log_intensity_scale)
 
 
 __all__ = ["PtychoPINN", "ModelOutput", "DEFAULT_NPHOTONS", "REASSEMBLY_EPS"]

@@ -6,6 +6,7 @@ Names resolve lazily (PEP 562), so `import ptychopinn.physics.scaling` (numpy on
     from ptychopinn import physics
     amp = physics.diffract(psi)                  # (..., N, N) complex -> (..., N, N) real
     loss = physics.poisson_nll(amp**2, counts)   # scalar
+    A = physics.PtychographyOperator(modes)      # modes (K, N, N): Σₖ |F(Pₖ·O)|², see operator.py
 
 Spec references: legacy-tf-model.md §2 (scales), §4.1 (probe), §4.3 steps 6–10, §4.7 (losses).
 """
@@ -18,12 +19,21 @@ _LAZY: dict[str, str] = {
     "probe_mask": "probe",
     "default_probe": "probe",
     "normalize_probe": "probe",
+    "mixed_state_probe": "probe",
     "illuminate": "illumination",
     "gaussian_smooth3": "illumination",
-    "ProbeIllumination": "illumination",
     "diffract": "diffraction",
     "far_field_intensity": "diffraction",
     "pad_and_diffract": "diffraction",
+    "amplitude_from_intensity": "diffraction",
+    "gaussian_smooth3_adjoint": "illumination",
+    "PtychographyOperator": "operator",
+    "probe_modes": "operator",
+    "mixed_state_exit_waves": "operator",
+    "mixed_state_exit_waves_adjoint": "operator",
+    "intensity_from_exit_waves": "operator",
+    "mixed_state_intensity": "operator",
+    "ptychography_intensity": "operator",
     "batch_mean": "losses",
     "poisson_nll": "losses",
     "poisson_nll_elementwise": "losses",

@@ -33,11 +33,15 @@ def far_field_intensity(psi: Tensor, norm: float | None = None) -> Tensor:
     return torch.fft.fftshift(intensity, dim=(-2, -1))
 
 
-def _safe_sqrt(intensity: Tensor) -> Tensor:
-    """sqrt with a zero (not infinite) gradient at exactly 0; forward values are plain sqrt."""
+def amplitude_from_intensity(intensity: Tensor) -> Tensor:
+    """A = sqrt(I), `(...)` real → same: forward values are plain sqrt, the gradient is 0 (not
+    infinite) where I is exactly 0."""
     positive = intensity > 0
     root = torch.sqrt(torch.where(positive, intensity, torch.ones_like(intensity)))
     return torch.where(positive, root, torch.zeros_like(intensity))
+
+
+_safe_sqrt = amplitude_from_intensity
 
 
 def diffract(psi: Tensor) -> Tensor:
@@ -70,4 +74,4 @@ def pad_and_diffract(x: Tensor, h: int, w: int, pad: bool = True) -> tuple[Tenso
     return x, _safe_sqrt(far_field_intensity(x, norm=float(h * w)))
 
 
-__all__ = ["diffract", "far_field_intensity", "pad_and_diffract"]
+__all__ = ["diffract", "far_field_intensity", "pad_and_diffract", "amplitude_from_intensity"]

@@ -1,13 +1,13 @@
-"""Illumination: exit wave ψ = probe ⊙ object patch (spec §4.3 step 6, layer `probe_illumination`)."""
+"""Illumination: exit wave ψ = probe ⊙ object patch (spec §4.3 step 6, layer `probe_illumination`).
+
+The `nn.Module` holding the probe is `physics.operator.PtychographyOperator`.
+"""
 from __future__ import annotations
 
-import math
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def _gaussian_taps(sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -33,6 +33,38 @@ def gaussian_smooth3(x: Tensor, sigma: float) -> Tensor:
     flat = x.reshape(-1, 1, H, W)
     out = F.conv2d(F.pad(flat, (1, 1, 1, 1), mode="reflect"), kernel)
     return out.reshape(*lead, H, W)
+
+
+def _reflect_pad1_adjoint(g: Tensor, dim: int) -> Tensor:
+    """Adjoint of REFLECT padding by one pixel along `dim` (size n + 2 → n).
+
+    Padding copies x[1] before x[0] and x[n − 2] after x[n − 1]; the adjoint adds those two
+    border values back onto x[1] and x[n − 2].
+    """
+    n = g.shape[dim] - 2
+    inner = g.narrow(dim, 1, n).clone()
+    inner.narrow(dim, 1, 1).add_(g.narrow(dim, 0, 1))
+    inner.narrow(dim, n - 2, 1).add_(g.narrow(dim, n + 1, 1))
+    return inner
+
+
+def gaussian_smooth3_adjoint(y: Tensor, sigma: float) -> Tensor:
+    """Adjoint of `gaussian_smooth3(·, σ)` for ⟨a, b⟩ = Σ conj(a)·b: `(..., H, W)` → same.
+
+    The 3×3 filter is symmetric, but REFLECT padding is not self-adjoint at the edges, so this
+    is the transposed convolution followed by folding the padded border back (H, W ≥ 3).
+    σ = 0 returns y unchanged.
+    """
+    if sigma == 0:
+        return y
+    if y.is_complex():
+        return torch.complex(gaussian_smooth3_adjoint(y.real, sigma), gaussian_smooth3_adjoint(y.imag, sigma))
+    *lead, H, W = y.shape
+    taps = _gaussian_taps(sigma, y.dtype, y.device)
+    kernel = (taps[:, None] * taps[None, :]).reshape(1, 1, 3, 3)
+    g = F.conv_transpose2d(y.reshape(-1, 1, H, W), kernel)  # (·, 1, H + 2, W + 2)
+    g = _reflect_pad1_adjoint(_reflect_pad1_adjoint(g, -2), -1)
+    return g.reshape(*lead, H, W)
 
 
 def illuminate(
@@ -61,54 +93,4 @@ def illuminate(
     return psi
 
 
-def _as_tensor(value: Any, dtype: torch.dtype) -> Tensor:
-    if isinstance(value, Tensor):
-        return value.detach().clone().to(dtype)
-    return torch.as_tensor(np.asarray(value)).to(dtype)
-
-
-class ProbeIllumination(nn.Module):
-    """`nn.Module` form of `illuminate` holding the probe (and optional mask).
-
-    probe: `(N, N)` complex (numpy or torch), stored complex64 as buffer `probe`, or as a
-    Parameter when `trainable`. mask: `(N, N)` real support (e.g. `probe_mask(N)`) stored as
-    float32 buffer `mask`, or None for no mask. forward: `(..., N, N)` complex → same.
-    """
-
-    def __init__(
-        self,
-        probe: Any,
-        *,
-        mask: Any = None,
-        smoothing_sigma: float = 0.0,
-        trainable: bool = False,
-    ) -> None:
-        super().__init__()
-        p = _as_tensor(probe, torch.complex64)
-        if p.ndim != 2 or p.shape[0] != p.shape[1]:
-            raise ValueError(f"ProbeIllumination: probe must be (N, N), got shape {tuple(p.shape)}")
-        if trainable:
-            self.probe = nn.Parameter(p)
-        else:
-            self.register_buffer("probe", p)
-        m = None if mask is None else _as_tensor(mask, torch.float32)
-        if m is not None and tuple(m.shape) != tuple(p.shape):
-            raise ValueError(f"ProbeIllumination: mask shape {tuple(m.shape)} != probe shape {tuple(p.shape)}")
-        self.register_buffer("mask", m)
-        if not math.isfinite(smoothing_sigma):
-            raise ValueError(f"ProbeIllumination: smoothing_sigma must be finite, got {smoothing_sigma}")
-        self.smoothing_sigma = float(smoothing_sigma)
-
-    @property
-    def N(self) -> int:
-        return int(self.probe.shape[-1])
-
-    def forward(self, patches: Tensor) -> Tensor:
-        return illuminate(patches, self.probe, mask=self.mask, smoothing_sigma=self.smoothing_sigma)
-
-    def extra_repr(self) -> str:
-        trainable = isinstance(self.probe, nn.Parameter)
-        return f"N={self.N}, mask={self.mask is not None}, smoothing_sigma={self.smoothing_sigma}, trainable={trainable}"
-
-
-__all__ = ["illuminate", "gaussian_smooth3", "ProbeIllumination"]
+__all__ = ["illuminate", "gaussian_smooth3", "gaussian_smooth3_adjoint"]

@@ -2,6 +2,11 @@
 
 Units: intensities in photons (the model's Î = Â² and the observed y = (s·X)²), amplitudes in
 sqrt(photons). Every reduction returns a 0-d tensor.
+
+Bad pixels: `poisson_nll` and `mae` take `valid`, a bool mask broadcastable to the inputs
+(e.g. the detector's `(N, N)`, True = measured). Masked elements contribute nothing, to the
+value or the gradient (exactly 0, whatever they hold, even inf/NaN), and the means run over
+the valid elements only (see `batch_mean`); `valid=None` is bit-identical to no mask.
 """
 from __future__ import annotations
 
@@ -18,18 +23,40 @@ def _check_same_shape(name: str, a: Tensor, b: Tensor) -> None:
         raise ValueError(f"{name}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
-def batch_mean(per_element: Tensor, batch_size: int | None = None) -> Tensor:
+def batch_mean(per_element: Tensor, batch_size: int | None = None, valid: Tensor | None = None) -> Tensor:
     """Mean over all elements of `(b, ...)` values, as if the batch held `batch_size` samples.
 
     Computed as `sum · 1/(batch_size · elements per sample)`, so the gradient reaching each
     element is the same constant whether the batch is evaluated whole or as shards (each shard
     passing the whole batch's size): the shards' losses and gradients add up to the batch's.
     batch_size None: the batch is whole (b samples).
+
+    valid: bool, broadcastable to `per_element`, or None. The sum then runs over the valid
+    elements (the others are replaced by 0 with `torch.where`, so they pass no gradient) and
+    "elements per sample" counts the valid elements of the shard divided by b: the mean over
+    the valid elements (exact for the sharded batch too when every sample has the same mask,
+    e.g. a detector mask `(N, N)`).
     """
     b = per_element.shape[0] if per_element.ndim else 1
     total = batch_size if batch_size is not None else b
-    per_sample = per_element.numel() // max(b, 1)
-    return per_element.sum() * (1.0 / (total * per_sample))
+    if valid is None:
+        per_sample = per_element.numel() // max(b, 1)
+        return per_element.sum() * (1.0 / (total * per_sample))
+    valid = torch.broadcast_to(valid.to(device=per_element.device, dtype=torch.bool), per_element.shape)
+    masked = torch.where(valid, per_element, torch.zeros_like(per_element))
+    # 1 / (batch_size · valid elements per sample), in float64 on the device (no host sync);
+    # an all-True mask gives the unmasked value bit for bit, an all-False one 0 (not NaN)
+    n_valid = valid.sum(dtype=torch.float64).clamp_min(1)
+    inv = (1.0 / (n_valid * (total / max(b, 1)))).to(masked.dtype)
+    return masked.sum() * inv
+
+
+def _masked(valid: Tensor | None, x: Tensor, fill: float) -> Tensor:
+    """x with `fill` wherever `valid` is False (no gradient reaches those elements)."""
+    if valid is None:
+        return x
+    valid = valid.to(device=x.device, dtype=torch.bool)
+    return torch.where(valid, x, torch.full_like(x, fill))
 
 
 def poisson_nll_elementwise(pred_intensity: Tensor, observed_intensity: Tensor) -> Tensor:
@@ -49,6 +76,7 @@ def poisson_nll(
     form: NLLForm = "mean",
     *,
     batch_size: int | None = None,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Poisson negative log-likelihood of observed counts y under predicted rates Î, a scalar.
 
@@ -58,25 +86,39 @@ def poisson_nll(
     Î − y·log Î + lgamma(y + 1) (= −log Poisson(y; Î)), then the mean over the batch. Same
     gradient direction as "mean", N²·C times larger.
     batch_size: the whole batch's size when this is a shard of it (see `batch_mean`).
+    valid: bool broadcastable to the inputs (e.g. `(N, N)`, True = measured) or None. Masked
+    pixels are left out: "mean" averages over the valid elements only, "full_sum" sums over
+    the valid pixels only (the likelihood of the measured pixels); their gradient is exactly 0.
     """
+    if valid is not None:
+        _check_same_shape("poisson_nll", pred_intensity, observed_intensity)
+        # Î = 1, y = 0 at masked pixels: finite values and gradients whatever they held
+        pred_intensity = _masked(valid, pred_intensity, 1.0)
+        observed_intensity = _masked(valid, observed_intensity, 0.0)
     elementwise = poisson_nll_elementwise(pred_intensity, observed_intensity)
     if form == "mean":
-        return batch_mean(elementwise, batch_size)
+        return batch_mean(elementwise, batch_size, valid)
     if form == "full_sum":
         if elementwise.ndim < 1:
             raise ValueError("poisson_nll: form 'full_sum' needs a batch axis")
         full = elementwise + torch.lgamma(observed_intensity + 1)
+        full = _masked(valid, full, 0.0)
         return batch_mean(full.reshape(full.shape[0], -1).sum(dim=1), batch_size)
     raise ValueError(f"poisson_nll: form must be 'mean' or 'full_sum', got {form!r}")
 
 
-def mae(pred: Tensor, target: Tensor, *, batch_size: int | None = None) -> Tensor:
+def mae(pred: Tensor, target: Tensor, *, batch_size: int | None = None, valid: Tensor | None = None) -> Tensor:
     """Mean absolute error mean |pred − target| over all elements (Keras 'mean_absolute_error').
 
     Complex inputs use the modulus of the complex difference. batch_size: see `batch_mean`.
+    valid: bool broadcastable to the inputs (True = use) or None; the mean then runs over the
+    valid elements and masked ones pass no gradient.
     """
     _check_same_shape("mae", pred, target)
-    return batch_mean(torch.abs(pred - target), batch_size)
+    diff = pred - target
+    if valid is not None:
+        diff = _masked(valid, diff, 0.0)
+    return batch_mean(torch.abs(diff), batch_size, valid)
 
 
 def complex_mae(target: Tensor, pred: Tensor, *, batch_size: int | None = None) -> Tensor:

@@ -46,6 +46,17 @@ def default_probe(N: int, scale: float = 0.7) -> np.ndarray:
     return probe.astype(np.complex64)
 
 
+def probe_norm(probe: np.ndarray, probe_scale: float = 4.0, mask: Any = None) -> float:
+    """probe_scale · mean(|M ⊙ P|) of an `(N, N)` numpy probe: `normalize_probe` divides by it
+    (mask None = `probe_mask(N)`). Probe modes are all divided by their dominant mode's norm."""
+    N = probe.shape[-1]
+    m = probe_mask(N) if mask is None else np.asarray(mask)
+    norm = float(probe_scale * np.mean(np.abs(m * probe)))
+    if not norm > 0:
+        raise ValueError("normalize_probe: the probe is zero inside the mask")
+    return norm
+
+
 def normalize_probe(probe: ProbeT, probe_scale: float = 4.0, mask: Any = None) -> ProbeT:
     """P / (probe_scale · mean(|M ⊙ P|)) (spec §2.3, TF `probe.set_probe`).
 
@@ -63,11 +74,7 @@ def normalize_probe(probe: ProbeT, probe_scale: float = 4.0, mask: Any = None) -
         raise ValueError(f"normalize_probe: probe must be (N, N), got shape {shape}")
     N = shape[0]
     if isinstance(probe, np.ndarray):
-        m = probe_mask(N) if mask is None else np.asarray(mask)
-        norm = probe_scale * np.mean(np.abs(m * probe))
-        if not norm > 0:
-            raise ValueError("normalize_probe: the probe is zero inside the mask")
-        return (probe / norm).astype(probe.dtype, copy=False)  # type: ignore[return-value]
+        return (probe / probe_norm(probe, probe_scale, mask)).astype(probe.dtype, copy=False)  # type: ignore[return-value]
 
     import torch
 
@@ -82,4 +89,41 @@ def normalize_probe(probe: ProbeT, probe_scale: float = 4.0, mask: Any = None) -
     return probe / norm  # type: ignore[return-value]
 
 
-__all__ = ["probe_mask", "default_probe", "normalize_probe"]
+def mixed_state_probe(probe: np.ndarray, n_modes: int, power_ratio: float = 0.5) -> np.ndarray:
+    """K mutually orthogonal incoherent modes built on `probe`, `(K, N, N)` of its dtype.
+
+    Mode 0 is `probe` itself. Mode k > 0 is `probe` times the k-th low-order polynomial of
+    (1, x, y, xy, x², y², x²y, xy², …) in pixel coordinates about the centre, made orthogonal to
+    the earlier modes (Gram–Schmidt, ⟨a, b⟩ = Σ conj(a)·b) and scaled so that
+    Σ|P_k|² = power_ratio^k · Σ|P_0|². `n_modes` 1 returns `probe[None]`.
+    """
+    P = np.asarray(probe)
+    if P.ndim != 2 or P.shape[0] != P.shape[1]:
+        raise ValueError(f"mixed_state_probe: probe must be (N, N), got shape {P.shape}")
+    if not isinstance(n_modes, (int, np.integer)) or n_modes < 1:
+        raise ValueError(f"mixed_state_probe: n_modes must be an integer >= 1, got {n_modes!r}")
+    if not (np.isfinite(power_ratio) and 0 < power_ratio <= 1):
+        raise ValueError(f"mixed_state_probe: power_ratio must be in (0, 1], got {power_ratio}")
+    N = P.shape[0]
+    t = (np.arange(N, dtype=np.float64) - N / 2 + 0.5) / (N / 4)
+    y, x = np.meshgrid(t, t, indexing="ij")
+    orders = [(i, d - i) for d in range(N) for i in range(d + 1)]  # (px, py) by total degree
+    base = P.astype(np.complex128)
+    power0 = float(np.vdot(base, base).real)
+    modes: list[np.ndarray] = []
+    for px, py in orders:
+        if len(modes) == n_modes:
+            break
+        m = base * x**px * y**py
+        for q in modes:
+            m = m - np.vdot(q, m) / np.vdot(q, q) * q
+        if np.vdot(m, m).real <= 1e-12 * power0:
+            continue  # linearly dependent on the earlier modes (e.g. a probe with tiny support)
+        modes.append(m)
+    if len(modes) < n_modes:
+        raise ValueError(f"mixed_state_probe: the probe supports only {len(modes)} independent modes, asked {n_modes}")
+    out = [m * np.sqrt(power_ratio**k * power0 / np.vdot(m, m).real) if k else m for k, m in enumerate(modes)]
+    return np.stack(out).astype(P.dtype)
+
+
+__all__ = ["probe_mask", "default_probe", "normalize_probe", "probe_norm", "mixed_state_probe"]

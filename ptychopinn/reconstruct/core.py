@@ -135,6 +135,7 @@ def reconstruct(
     refine: Any = None,
     finetune: Any = None,
     save_finetuned: str | os.PathLike[str] | None = None,
+    load: Any = None,
 ) -> Reconstruction:
     """Reconstruct the whole object of a scan with a trained model.
 
@@ -158,6 +159,8 @@ def reconstruct(
     sharded over ranks and the gradients all-reduced.
     finetune: a `reconstruct.finetune.FinetuneConfig`: first adapt a copy of the network to this
     scan with the unsupervised PINN loss (one process only); save_finetuned: write that copy.
+    load: `data.LoadOptions` for a scan path (diffraction units, pixel size, detector crop/bin).
+    Bad pixels (`scan.bad_pixels`) are excluded from the normalisation and filled at the input.
     """
     from .. import distributed as dist_
 
@@ -168,7 +171,7 @@ def reconstruct(
     error: BaseException | None = None
     prepared: Any = None
     try:
-        prepared = _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info)
+        prepared = _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load)
     except PtychoPINNError as exc:
         error = exc
     if info is not None:
@@ -177,9 +180,9 @@ def reconstruct(
         raise error
     scan, net, groups, crop, dev, extra = prepared
     if info is None:
-        factor = float(_normalization_factor(scan.diffraction, groups.indices))
+        factor = float(_normalization_factor(scan.diffraction, groups.indices, scan.bad_pixels))
     else:  # each rank reads only its share of the patterns
-        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, dev))
+        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, dev, bad_pixels=scan.bad_pixels))
     scale = float(net.intensity_scale)
     from ..data import GroupDataset
 
@@ -197,7 +200,7 @@ def reconstruct(
     if stitch == "tf":
         canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev)
     else:
-        w = patch_weights(scan.probe, crop, weight)
+        w = patch_weights(_stitch_probe(scan, net, warn=main and weight == "probe"), crop, weight)
         w = None if w is None else torch.from_numpy(w)
         canvas, weight_sum, origin, centres = _run_barycentric(
             net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info
@@ -249,14 +252,34 @@ def reconstruct(
     return rec
 
 
-def _normalization_factor(diffraction: Any, indices: np.ndarray) -> Any:
-    """`data.normalization_factor` (single process)."""
+def _stitch_probe(scan: Any, net: Any, *, warn: bool) -> np.ndarray:
+    """The probe whose |P|² weights the stitched patches, `(N, N)`.
+
+    Scan.probe (the dominant mode) for a single-mode model, with a one-line warning when the
+    scan holds K ≥ 2 modes (`Scan.probe_modes`); sqrt(Σₖ |Pₖ|²) of the scan's modes for a
+    multi-mode model (its total illumination).
+    """
+    modes = getattr(scan, "probe_modes", None)
+    if modes is None:
+        return scan.probe
+    if int(getattr(net, "n_modes", 1)) <= 1:
+        if warn:
+            log.warning(
+                "%s: the scan holds %d probe modes, the model one; the dominant mode weights the stitched patches",
+                scan_label(scan), len(modes),
+            )
+        return scan.probe
+    return np.sqrt((np.abs(np.asarray(modes)) ** 2).sum(axis=0))
+
+
+def _normalization_factor(diffraction: Any, indices: np.ndarray, bad_pixels: Any = None) -> Any:
+    """`data.normalization_factor` (single process; bad pixels excluded)."""
     from ..data import normalization_factor
 
-    return normalization_factor(diffraction, indices)
+    return normalization_factor(diffraction, indices, bad_pixels=bad_pixels)
 
 
-def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info):
+def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load=None):
     """Validated (scan, module, groups, crop, device, model extra info); identical answers on every rank."""
     from .. import data
     from .. import distributed as dist_
@@ -271,13 +294,15 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
     if info is not None and stitch == "tf":
         raise ConfigError("stitch='tf' (legacy reassemble_position) runs in one process only; use stitch='barycentric' under torchrun")
     dev = resolve_device(device) if info is None else dist_.rank_device(device, info.local_rank)
-    scan = as_scan(scan_or_path)
-    label = scan_label(scan)
     net, extra = load_any_model(model, dev)
     cfg = net.config
     N = int(cfg.N)
+    from ..data.detector import size_hint
+
+    scan = as_scan(scan_or_path, load, N)
+    label = scan_label(scan)
     if scan.N != N:
-        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}")
+        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}" + size_hint(scan.N, N))
     if crop is None:
         crop = TF_CROP if stitch == "tf" else default_crop(N)
     if not 1 <= int(crop) <= N:

@@ -3,11 +3,13 @@
 Pipeline (spec §2.2 simulation paragraph, §4.1 default probe, §4.3 steps 6–7):
 
 1. object O `(H, W)` complex64 (`objects`), positions `[x, y]` (`scan`), probe
-   P = normalize_probe(default_probe(N), probe_scale) `(N, N)` complex64;
-2. ground-truth patches O_m `(M, N, N)` cut at the positions (bilinear, `kernels.extract_patches`;
-   an exact crop at integer positions);
-3. exit waves ψ_m = P ⊙ O_m (`physics.illuminate`), amplitudes A_m = `physics.diffract(ψ_m)`;
-4. s = sqrt(nphotons / mean_m Σ|ψ_m|²) (`physics.scaling.photon_scale`); by Parseval the
+   P = normalize_probe(default_probe(N), probe_scale) `(N, N)` complex64; with
+   `probe_modes` K > 1, K orthogonal modes `physics.mixed_state_probe(P, K, probe_mode_power)`;
+2. through `physics.PtychographyOperator` (the model's physics head): ground-truth patches
+   O_m `(M, N, N)` cut at the positions (bilinear, `kernels.extract_patches`; an exact crop at
+   integer positions), exit waves ψ_km = P_k ⊙ O_m, amplitudes A_m = sqrt(Σ_k |F ψ_km|²)
+   (K = 1: `physics.diffract(physics.illuminate(O_m, P))`, bit for bit);
+3. s = sqrt(nphotons / mean_m Σ_k Σ|ψ_km|²) (`physics.scaling.photon_scale`); by Parseval the
    noiseless counts (s·A)² have a mean of `nphotons` photons per pattern;
 5. counts ~ Poisson((s·A)²) from a seeded numpy Generator; stored amplitude = sqrt(counts).
 
@@ -32,9 +34,9 @@ import torch
 
 from ..config import SUPPORTED_N, SimulationConfig, config_to_dict
 from ..errors import ConfigError
-from ..physics.diffraction import diffract
-from ..physics.illumination import illuminate
-from ..physics.probe import default_probe, normalize_probe
+from ..physics.diffraction import amplitude_from_intensity
+from ..physics.operator import PtychographyOperator, intensity_from_exit_waves
+from ..physics.probe import default_probe, mixed_state_probe, normalize_probe
 from ..physics.scaling import photon_scale
 from .objects import make_object
 from .scan import make_scan_positions
@@ -68,6 +70,10 @@ def validate_simulation_config(config: SimulationConfig) -> None:
         raise bad("probe_scale", "a number > 0")
     if not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
         raise bad("seed", "an integer >= 0")
+    if not isinstance(config.probe_modes, (int, np.integer)) or not 1 <= config.probe_modes <= 16:
+        raise bad("probe_modes", "an integer in [1, 16]")
+    if not (np.isfinite(config.probe_mode_power) and 0 < config.probe_mode_power <= 1):
+        raise bad("probe_mode_power", "a number in (0, 1]")
 
 
 def _patch_positions(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], N: int) -> np.ndarray:
@@ -90,12 +96,11 @@ def simulate(
     """Simulate one scan; returns the arrays of the scan contract (see `docs/physics.md`).
 
     Keys: `diffraction (M, N, N)` float32 sqrt(photons); `xcoords, ycoords, xcoords_start,
-    ycoords_start (M,)` float64 object pixels; `probeGuess (N, N)` complex64; `objectGuess (H, W)`
+    ycoords_start (M,)` float64 object pixels; `probeGuess (N, N)` complex64 (`(K, N, N)`, mode
+    0 dominant, when `config.probe_modes` K > 1); `objectGuess (H, W)`
     complex64; `scan_index (M,)` int64 (zeros); `_metadata` 0-d str array holding JSON.
     `poisson_noise=False` stores the noiseless s·A instead (for tests and studies).
     """
-    from ptychopinn.kernels import extract_patches
-
     validate_simulation_config(config)
     N = int(config.N)
     obj_seq, scan_seq, noise_seq = np.random.SeedSequence(int(config.seed)).spawn(3)
@@ -109,10 +114,13 @@ def simulate(
         rng=np.random.default_rng(scan_seq),
     )
     probe = normalize_probe(default_probe(N), float(config.probe_scale))
+    K = int(config.probe_modes)
+    if K > 1:
+        probe = mixed_state_probe(probe, K, float(config.probe_mode_power))
 
     dev = torch.device(device)
     canvas = torch.from_numpy(obj).to(dev).unsqueeze(0)  # (1, H, W)
-    probe_t = torch.from_numpy(probe).to(dev)
+    operator = PtychographyOperator(probe).to(dev)  # no mask, no smoothing (TF simulation)
     offsets = _patch_positions(x, y, obj.shape, N)
     M = x.shape[0]
     amplitude = np.empty((M, N, N), np.float32)
@@ -121,10 +129,9 @@ def simulate(
         for start in range(0, M, CHUNK):
             stop = min(start + CHUNK, M)
             pos = torch.from_numpy(offsets[start:stop]).to(dev).unsqueeze(0)  # (1, m, 2)
-            patches = extract_patches(canvas, pos, N)[0]  # (m, N, N)
-            psi = illuminate(patches, probe_t)
-            power[start:stop] = (psi.abs().double() ** 2).sum(dim=(-2, -1)).cpu().numpy()
-            amplitude[start:stop] = diffract(psi).cpu().numpy()
+            waves = operator.exit_waves(operator.extract(canvas, pos)[0])  # (m, K, N, N)
+            power[start:stop] = (waves.abs().double() ** 2).sum(dim=(-2, -1)).sum(dim=-1).cpu().numpy()
+            amplitude[start:stop] = amplitude_from_intensity(intensity_from_exit_waves(waves)).cpu().numpy()
 
     s = photon_scale(float(config.nphotons), power)
     noise_rng = np.random.default_rng(noise_seq)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from ..physics.probe import probe_norm
 
 log = logging.getLogger("ptychopinn")
 
@@ -22,13 +23,23 @@ log = logging.getLogger("ptychopinn")
 DEFAULT_PROBE_SCALE = 4.0
 
 
-def as_scan(scan_or_path: Any) -> Any:
-    """A `data.Scan` from a Scan or a path to an NPZ/HDF5 scan file (loaded lazily)."""
+def as_scan(scan_or_path: Any, load: Any = None, N: int | None = None) -> Any:
+    """A `data.Scan` from a Scan or a path to an NPZ/HDF5 scan file (loaded lazily).
+
+    load: `data.LoadOptions` for a path (units, pixel size, detector crop/bin), or None;
+    N: the model's size, which `crop_detector` crops to.
+    """
     from .. import data
 
     if isinstance(scan_or_path, (str, os.PathLike)):
-        return data.load_scan(scan_or_path)
+        if load is not None and N is not None:
+            load = load.for_size(N)
+        return data.load_scan(scan_or_path, options=load)
     if hasattr(scan_or_path, "diffraction") and hasattr(scan_or_path, "xcoords"):
+        if load is not None and not load.is_default:
+            from ..errors import ConfigError
+
+            raise ConfigError("load options (--diffraction-units, --pixel-size, --crop-detector, --bin) apply to scan files; pass them to data.load_scan for an in-memory Scan")
         return scan_or_path
     raise DataError(f"expected a scan file path or a ptychopinn.data.Scan, got {type(scan_or_path).__name__}")
 
@@ -71,8 +82,29 @@ def normalised_probe(scan: Any, probe_scale: float = DEFAULT_PROBE_SCALE) -> np.
         raise DataError(f"{scan_label(scan)}: key 'probeGuess': {exc}") from exc
 
 
+def normalised_probe_modes(scan: Any, probe_scale: float = DEFAULT_PROBE_SCALE) -> np.ndarray:
+    """The probe the model trains with: `normalised_probe(scan)` `(N, N)`, or, when the scan
+    holds K ≥ 2 modes (`Scan.probe_modes` `(K, N, N)`), all K modes `(K, N, N)` complex64
+    divided by the one factor that normalises the dominant mode (`Scan.probe`) as spec §2.3,
+    so the modes keep their relative powers and a one-mode scan trains exactly as before."""
+    single = normalised_probe(scan, probe_scale)
+    modes = getattr(scan, "probe_modes", None)
+    if modes is None:
+        return single
+    modes = np.asarray(modes, dtype=np.complex64)
+    dominant = np.asarray(scan.probe, dtype=np.complex64)
+    if modes.ndim != 3 or modes.shape[1:] != dominant.shape:
+        raise DataError(f"{scan_label(scan)}: key 'probeGuess': modes must be (K, N, N) like the probe {dominant.shape}, got {modes.shape}")
+    try:
+        norm = probe_norm(dominant, probe_scale)
+    except ValueError as exc:
+        raise DataError(f"{scan_label(scan)}: key 'probeGuess': {exc}") from exc
+    return (modes / np.float32(norm)).astype(np.complex64)
+
+
 __all__ = [
     "as_scan",
+    "normalised_probe_modes",
     "scan_label",
     "resolve_nphotons",
     "normalised_probe",

@@ -26,8 +26,8 @@ from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict
 from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 from . import master_weights
 from . import state as st
-from .inputs import as_scan, normalised_probe, resolve_nphotons, scan_label
-from .losses import batch_loss, needs_labels
+from .inputs import as_scan, normalised_probe_modes, resolve_nphotons, scan_label
+from .losses import batch_loss, detector_valid, needs_labels
 
 log = logging.getLogger("ptychopinn")
 
@@ -259,14 +259,16 @@ def _shard_loss(
     labels_of: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
     batch_size: int,
     weight: float,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """`batch_loss` of one (shard of a) global batch of `batch_size` groups, on `device`."""
+    """`batch_loss` of one (shard of a) global batch of `batch_size` groups, on `device`
+    (valid: the `(N, N)` detector mask, True = measured, or None)."""
     x = batch["x"].to(device, non_blocking=True)
     offsets = batch["offsets"].to(device, non_blocking=True)
     labels = labels_of(batch).to(device) if labels_of is not None else None
     return batch_loss(
         model, x, offsets, labels, model_config, tc, centre_mask=centre_mask, autocast=autocast,
-        batch_size=batch_size, weight=weight,
+        batch_size=batch_size, weight=weight, valid=valid,
     )
 
 
@@ -284,6 +286,7 @@ def _evaluate(
     autocast: Any,
     labels_of: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None,
     info: Any = None,
+    valid: torch.Tensor | None = None,
 ) -> float:
     """Mean loss over the batches of `val_idx` (weighted by batch size), no gradients.
 
@@ -296,7 +299,7 @@ def _evaluate(
     count = 0
     with torch.no_grad():
         for batch, (_, weight, B) in zip(loader, plan):
-            loss, parts = _shard_loss(model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight)
+            loss, parts = _shard_loss(model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight, valid)
             batch_total, _ = _global_loss(loss, parts, info)
             total += batch_total * B
             count += B
@@ -326,6 +329,7 @@ def train(
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    load: Any = None,
 ) -> TrainResult:
     """Train a PtychoPINN on one scan; returns a `TrainResult` (model, history, f, s, ...).
 
@@ -341,13 +345,16 @@ def train(
     rank-strided slice of each global batch, weights its loss by its share of the batch, and
     DistributedDataParallel averages the gradients, so the model equals the single-process one up
     to float reduction order. Only rank 0 writes files, logs and shows progress.
+
+    load: `data.LoadOptions` for reading a scan path (diffraction units, pixel size, detector
+    crop/bin); the scan's bad pixels are excluded from the normalisation and filled at the input.
     """
     from .. import distributed as dist_
 
     info = dist_.current()
     error: BaseException | None = None
     try:
-        setup = _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info)
+        setup = _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info, load)
     except PtychoPINNError as exc:
         error, setup = exc, None
     if info is not None:
@@ -379,7 +386,7 @@ class _Setup:
     device: torch.device
 
 
-def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info) -> _Setup:
+def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info, load=None) -> _Setup:
     """Validate everything that can be checked without collectives (all ranks, same answers)."""
     from .. import data
     from .. import distributed as dist_
@@ -399,10 +406,15 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
     if out is not None and not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out}: output folder exists and is not empty (pass resume=True or choose a new folder)")
 
-    scan = as_scan(scan_or_path)
+    from ..data.detector import size_hint
+
+    scan = as_scan(scan_or_path, load, model_config.N)
     label = scan_label(scan)
     if scan.N != model_config.N:
-        raise DataError(f"{label}: key 'diffraction' has patterns of {scan.N}x{scan.N}, expected N={model_config.N} (ModelConfig.N)")
+        raise DataError(
+            f"{label}: key 'diffraction' has patterns of {scan.N}x{scan.N}, expected N={model_config.N} (ModelConfig.N)"
+            + size_hint(scan.N, model_config.N)
+        )
     use_labels = needs_labels(tc)
     if use_labels and scan.object is None and (scan.Y is None or model_config.gridsize > 1):
         raise DataError(
@@ -425,7 +437,7 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
             raise DataError(f"{label}: {train_idx.size} training groups for {W} processes; use fewer processes")
     nphotons = resolve_nphotons(scan, data_config)
     scale = physics.intensity_scale(nphotons, model_config.N)
-    probe = normalised_probe(scan, getattr(model_config, "probe_scale", 4.0))
+    probe = normalised_probe_modes(scan, getattr(model_config, "probe_scale", 4.0))  # (N, N) or (K, N, N)
     device = resolve_device(tc.device) if info is None else dist_.rank_device(tc.device, info.local_rank)
     if tc.amp == "fp16" and device.type == "cpu":
         raise ConfigError("TrainConfig.amp='fp16' needs a GPU; use amp='bf16' on CPU")
@@ -467,9 +479,9 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
     W = 1 if info is None else info.world_size
     progress = progress and main
     if info is None:
-        factor = float(data.normalization_factor(scan.diffraction, groups.indices))
+        factor = float(data.normalization_factor(scan.diffraction, groups.indices, bad_pixels=scan.bad_pixels))
     else:  # each rank reads only its share of the patterns
-        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, device))
+        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, device, bad_pixels=scan.bad_pixels))
     dataset = data.GroupDataset(scan, groups, factor * scale, start_offsets=True)
     pin = device.type == "cuda"
     labels_of = (lambda batch: _labels(scan, groups, batch)) if su.use_labels else None
@@ -510,6 +522,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
         eval_model: Any = torch.compile(model) if (tc.compile and info is not None) else run_model
         autocast = _autocast_factory(tc.amp, device)
         centre_mask = _centre_mask(model_config, device) if (tc.realspace_weight and not model_config.probe_big) else None
+        valid = detector_valid(scan, device)  # ~Scan.bad_pixels: masked pixels leave the NLL/MAE
 
         summary = {
             "normalization_factor": factor,
@@ -538,7 +551,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
             seen = 0
             for step, (batch, (_, weight, B)) in enumerate(zip(loader, plan)):
                 loss, parts = _shard_loss(
-                    run_model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight
+                    run_model, batch, device, model_config, tc, centre_mask, autocast, labels_of, B, weight, valid
                 )
                 batch_total, parts = _global_loss(loss, parts, info)
                 if not torch.isfinite(batch_total):
@@ -568,7 +581,7 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
                 model.eval()
                 val_loss = _evaluate(
                     eval_model, dataset, val_idx, tc.batch_size, tc.num_workers, pin, device, model_config, tc,
-                    centre_mask, autocast, labels_of, info,
+                    centre_mask, autocast, labels_of, info, valid,
                 )
             scheduler.step(val_loss if val_loss is not None else train_loss)
             seconds = time.perf_counter() - t0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import physics
@@ -27,6 +28,7 @@ def batch_loss(
     autocast: Any = None,
     batch_size: int | None = None,
     weight: float = 1.0,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss (0-d float32) and its named, weighted parts (detached 0-d tensors).
 
@@ -38,6 +40,9 @@ def batch_loss(
     the mean terms divide by it (`physics.batch_mean`) and the total-variation term (a sum over
     the batch) is the shard's own sum: the shards' losses, and the gradient reaching every
     element, add up exactly to those of the whole batch. `weight` 0 marks a padding shard.
+
+    valid: `(N, N)` bool detector mask (True = measured, i.e. `~Scan.bad_pixels`) or None; the
+    diffraction terms (NLL, MAE) then leave the masked pixels out (`physics.poisson_nll`).
     """
     import contextlib
 
@@ -52,9 +57,11 @@ def batch_loss(
     B = batch_size
     if tc.model_type == "pinn":
         if tc.nll_weight:
-            parts["nll"] = tc.nll_weight * physics.poisson_nll(intensity, x.square(), form=tc.nll_form, batch_size=B)
+            parts["nll"] = tc.nll_weight * physics.poisson_nll(
+                intensity, x.square(), form=tc.nll_form, batch_size=B, valid=valid
+            )
         if tc.mae_weight:
-            parts["mae"] = tc.mae_weight * physics.mae(amplitude, x, batch_size=B)
+            parts["mae"] = tc.mae_weight * physics.mae(amplitude, x, batch_size=B, valid=valid)
     else:  # supervised
         assert labels is not None  # checked before training starts
         parts["mae"] = physics.complex_mae(labels, obj, batch_size=B)
@@ -77,4 +84,13 @@ def needs_labels(train_config: TrainConfig) -> bool:
     return tc.model_type == "supervised" or bool(tc.realspace_weight and tc.realspace_mae_weight)
 
 
-__all__ = ["batch_loss", "needs_labels"]
+def detector_valid(scan: Any, device: torch.device | str | None = None) -> torch.Tensor | None:
+    """`~scan.bad_pixels` as an `(N, N)` bool tensor (True = measured), or None when the scan
+    flags no bad pixels (`Scan.bad_pixels` None or absent)."""
+    bad = getattr(scan, "bad_pixels", None)
+    if bad is None:
+        return None
+    return ~torch.as_tensor(np.asarray(bad, dtype=bool), device=device)
+
+
+__all__ = ["batch_loss", "needs_labels", "detector_valid"]

@@ -314,11 +314,12 @@ def test_probe_required_only_for_forward():
 
 
 def test_default_intensity_scale_and_state_dict():
-    model = PtychoPINN(ModelConfig(N=64, n_filters_scale=1), probe=_probe(64))
+    model = PtychoPINN(ModelConfig(N=64, n_filters_scale=1, probe_mask=True), probe=_probe(64))
+    assert model.operator.mask is not None
     assert model.intensity_scale == pytest.approx(math.sqrt(1e9) / 32, rel=1e-6)
     keys = set(model.state_dict())
     assert {"probe", "log_intensity_scale", "encoder.blocks.0.conv1.weight", "decoder_phase.head1.bias"} <= keys
-    assert not any("border" in k or "probe_support" in k for k in keys)  # derived, not stored
+    assert not any("border" in k or "mask" in k or k.startswith("operator.") for k in keys)  # derived, not stored
     with pytest.raises(ConfigError, match="intensity_scale"):
         PtychoPINN(ModelConfig(), intensity_scale=0.0)
 

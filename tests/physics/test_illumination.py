@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.ndimage import correlate1d
 
-from ptychopinn.physics import ProbeIllumination, default_probe, illuminate, probe_mask
+from ptychopinn.physics import illuminate, probe_mask
 from ptychopinn.physics.illumination import gaussian_smooth3
 
 
@@ -68,27 +68,6 @@ def test_smoothing_gradcheck(rng):
     assert torch.autograd.gradcheck(lambda a: gaussian_smooth3(a, 0.8), (x,))
 
 
-def test_probe_illumination_module_buffer_and_parameter(rng):
-    probe = default_probe(16)
-    mod = ProbeIllumination(probe, mask=probe_mask(16))
-    assert "probe" in dict(mod.named_buffers()) and "mask" in dict(mod.named_buffers())
-    assert mod.probe.dtype == torch.complex64 and len(list(mod.parameters())) == 0
-    patches = torch.from_numpy(_cplx(rng, 4, 16, 16))
-    torch.testing.assert_close(mod(patches), illuminate(patches, torch.from_numpy(probe), mask=torch.from_numpy(probe_mask(16))))
-    sd = mod.state_dict()
-    assert set(sd) == {"probe", "mask"}
-
-    trainable = ProbeIllumination(probe, trainable=True)
-    params = dict(trainable.named_parameters())
-    assert set(params) == {"probe"} and trainable.mask is None
-    trainable(patches).abs().sum().backward()
-    assert params["probe"].grad is not None and torch.isfinite(torch.view_as_real(params["probe"].grad)).all()
-
-
-def test_probe_illumination_rejects_bad_shapes():
-    with pytest.raises(ValueError):
-        ProbeIllumination(np.zeros((4, 5), np.complex64))
-    with pytest.raises(ValueError):
-        ProbeIllumination(np.ones((8, 8), np.complex64), mask=np.ones((4, 4)))
+def test_illuminate_rejects_a_probe_of_another_size():
     with pytest.raises(ValueError):
         illuminate(torch.zeros(2, 8, 8, dtype=torch.complex64), torch.zeros(16, 16, dtype=torch.complex64))

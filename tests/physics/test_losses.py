@@ -163,3 +163,68 @@ def test_shards_add_up_to_the_batch_loss_with_identical_element_gradients(form):
     (gm2,) = torch.autograd.grad(sum(mae(a[s], b[s], batch_size=7) for s in shards), a)
     assert torch.equal(gm, gm2)
     assert float(batch_mean(obs)) == pytest.approx(float(obs.mean()), rel=1e-6)
+
+
+# -- bad pixels: the `valid` mask ---------------------------------------------------------------
+def _masked_case(seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.rand(4, 2, 8, 8, generator=g, dtype=torch.float64) * 30 + 0.5
+    obs = torch.poisson(pred * 1.1, generator=g)
+    valid = torch.ones(8, 8, dtype=torch.bool)
+    valid[0, 0] = valid[3, 5] = valid[7, 2] = False
+    return pred, obs, valid
+
+
+@pytest.mark.parametrize("form", ["mean", "full_sum"])
+def test_masked_nll_is_the_nll_of_the_measured_pixels(form):
+    pred, obs, valid = _masked_case()
+    got = poisson_nll(pred, obs, form=form, valid=valid)
+    ell = (pred - torch.xlogy(obs, pred))[..., valid]  # (4, 2, n_valid)
+    if form == "mean":
+        expected = ell.mean()
+    else:
+        expected = (ell + torch.lgamma(obs[..., valid] + 1)).sum(dim=(1, 2)).mean()
+    torch.testing.assert_close(got, expected, rtol=1e-13, atol=0)
+    # an all-True mask is bit-identical to no mask (and valid=None is the unchanged code path)
+    everything = torch.ones(8, 8, dtype=torch.bool)
+    assert torch.equal(poisson_nll(pred.float(), obs.float(), form=form, valid=everything), poisson_nll(pred.float(), obs.float(), form=form))
+
+
+@pytest.mark.parametrize("form", ["mean", "full_sum"])
+def test_masked_pixels_pass_exactly_zero_gradient_and_a_hot_one_changes_nothing(form):
+    pred, obs, valid = _masked_case()
+    p = pred.clone().requires_grad_(True)
+    loss = poisson_nll(p, obs, form=form, valid=valid)
+    (grad,) = torch.autograd.grad(loss, p)
+    assert (grad[..., ~valid] == 0).all() and (grad[..., valid] != 0).any()
+    # hot / dead / broken values at the masked pixels: same loss, same gradient, all finite
+    hot_obs, odd_pred = obs.clone(), pred.clone()
+    hot_obs[..., ~valid] = 1e12
+    hot_obs[0, 0, 3, 5] = float("nan")
+    odd_pred[..., ~valid] = 0.0  # Î = 0 where y > 0 would be -inf in the unmasked NLL
+    p2 = odd_pred.clone().requires_grad_(True)
+    loss2 = poisson_nll(p2, hot_obs, form=form, valid=valid)
+    (grad2,) = torch.autograd.grad(loss2, p2)
+    assert float(loss2) == float(loss)
+    assert torch.equal(grad2, grad)
+    assert not torch.isfinite(poisson_nll(odd_pred, hot_obs, form=form)).item()  # unmasked: spoiled
+
+
+def test_masked_mae_and_shards():
+    pred, obs, valid = _masked_case(5)
+    target = obs.sqrt()
+    got = mae(pred, target, valid=valid)
+    torch.testing.assert_close(got, (pred - target).abs()[..., valid].mean(), rtol=1e-13, atol=0)
+    p = pred.clone().requires_grad_(True)
+    hot = target.clone()
+    hot[..., ~valid] = float("inf")
+    loss = mae(p, hot, valid=valid)
+    (grad,) = torch.autograd.grad(loss, p)
+    assert float(loss) == float(got) and (grad[..., ~valid] == 0).all()
+    # shards of a batch (batch_size = whole) add up to the batch's masked loss, same gradients
+    whole = poisson_nll(p, obs, valid=valid)
+    (gw,) = torch.autograd.grad(whole, p)
+    parts = [poisson_nll(p[s], obs[s], batch_size=4, valid=valid) for s in (slice(0, 1), slice(1, 4))]
+    (gs,) = torch.autograd.grad(sum(parts), p)
+    torch.testing.assert_close(sum(parts), whole, rtol=1e-14, atol=0)
+    torch.testing.assert_close(gs, gw, rtol=1e-14, atol=0)

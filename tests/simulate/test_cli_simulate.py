@@ -39,3 +39,12 @@ def test_cli_bad_choices_and_config_file(tmp_path, capsys):
     assert main(["simulate", "--config", str(cfg), "--out", str(out)]) == 0
     with np.load(out, allow_pickle=False) as z:
         assert z["xcoords"].shape == (1,)
+
+
+def test_cli_probe_modes(tmp_path):
+    out = tmp_path / "modes.npz"
+    assert main(["simulate", "--out", str(out), "--object-size", "80", "--scan", "grid", "--step", "16",
+                 "--nphotons", "1e3", "--probe-modes", "2"]) == 0
+    with np.load(out, allow_pickle=False) as z:
+        assert z["probeGuess"].shape == (2, 64, 64)
+        assert json.loads(str(z["_metadata"]))["probe_modes"] == 2

@@ -115,7 +115,8 @@ def test_seed_changes_noise_but_object_is_independent_of_positions(random_noisy)
 @pytest.mark.parametrize(
     "change",
     [dict(N=63), dict(N=32), dict(object_kind="disc"), dict(scan="spiral"), dict(object_size=64),
-     dict(nphotons=0.0), dict(n_positions=0), dict(step=-1.0), dict(probe_scale=0.0), dict(seed=-1)],
+     dict(nphotons=0.0), dict(n_positions=0), dict(step=-1.0), dict(probe_scale=0.0), dict(seed=-1),
+     dict(probe_modes=0), dict(probe_modes=2.5), dict(probe_mode_power=0.0), dict(probe_mode_power=1.5)],
 )
 def test_invalid_configs_raise_config_error(change):
     cfg = dataclasses.replace(TINY_GRID, **change)
@@ -163,3 +164,59 @@ def test_package_root_simulate_is_callable(grid_noiseless):
 
     out = ptychopinn.simulate(TINY_GRID, poisson_noise=False)
     assert out["diffraction"].tobytes() == grid_noiseless["diffraction"].tobytes()
+
+
+# -- one physics chain: the simulator goes through physics.PtychographyOperator ----------------
+def test_one_mode_is_the_single_probe_chain_bit_for_bit(random_noiseless):
+    """K = 1 (the default) gives exactly diffract(illuminate(extract(O), P)) · s."""
+    import torch
+
+    from ptychopinn.kernels import extract_patches
+    from ptychopinn.physics import diffract, illuminate, photon_scale
+    from ptychopinn.simulate.forward import _patch_positions
+
+    d = random_noiseless
+    obj, probe = d["objectGuess"], d["probeGuess"]
+    offsets = torch.from_numpy(_patch_positions(d["xcoords"], d["ycoords"], obj.shape, 64))[None]
+    psi = illuminate(extract_patches(torch.from_numpy(obj)[None], offsets, 64)[0], torch.from_numpy(probe))
+    amp = diffract(psi).numpy()
+    s = photon_scale(1e5, (psi.abs().double() ** 2).sum(dim=(-2, -1)).numpy())
+    assert s == json.loads(str(d["_metadata"]))["simulation_intensity_scale"]
+    assert np.array_equal(d["diffraction"], np.sqrt((s * amp.astype(np.float64)) ** 2).astype(np.float32))
+    assert json.loads(str(d["_metadata"]))["probe_modes"] == 1
+
+
+def test_mixed_state_simulation():
+    """K modes: probeGuess (K, N, N) (mode 0 the usual probe), the noiseless intensity is the sum
+    of the modes' intensities (float64 oracle), and nphotons is still the mean per pattern."""
+    from ptychopinn.physics import mixed_state_probe
+
+    K = 3
+    cfg = dataclasses.replace(TINY_RANDOM, probe_modes=K, probe_mode_power=0.5)
+    d = simulate(cfg, poisson_noise=False)
+    modes = d["probeGuess"]
+    assert modes.shape == (K, 64, 64) and modes.dtype == np.complex64
+    np.testing.assert_array_equal(modes, mixed_state_probe(normalize_probe(default_probe(64), 4.0), K, 0.5))
+    intens = sum(
+        np.stack([_oracle_amplitude(d["objectGuess"], modes[k], x, y, 64) for x, y in zip(d["xcoords"], d["ycoords"])]) ** 2
+        for k in range(K)
+    )
+    ref = np.sqrt(1e5 / intens.sum(axis=(1, 2)).mean() * intens)
+    assert np.linalg.norm(d["diffraction"] - ref) / np.linalg.norm(ref) < 1e-4
+    assert (d["diffraction"].astype(np.float64) ** 2).sum(axis=(1, 2)).mean() == pytest.approx(1e5, rel=1e-5)
+    # the extra modes matter: the patterns differ from the single-mode scan of the same object
+    single = simulate(TINY_RANDOM, poisson_noise=False)["diffraction"]
+    assert np.linalg.norm(d["diffraction"] - single) > 0.01 * np.linalg.norm(single)
+    noisy = simulate(cfg)
+    assert np.array_equal(noisy["xcoords"], d["xcoords"]) and noisy["probeGuess"].shape == (K, 64, 64)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_mixed_state_scan_file_loads_with_its_modes(tmp_path, suffix):
+    from ptychopinn.data import load_scan
+
+    cfg = dataclasses.replace(TINY_RANDOM, n_positions=4, probe_modes=2)
+    scan = load_scan(simulate_to_file(cfg, tmp_path / f"scan{suffix}"))
+    ref = simulate(cfg)
+    assert scan.probe_modes.shape == (2, 64, 64) and np.array_equal(scan.probe_modes, ref["probeGuess"])
+    assert np.array_equal(scan.probe, ref["probeGuess"][0])  # mode 0 is the dominant one
