@@ -5,7 +5,7 @@ Forward model, per scan position m at canvas point `r_m = [x, y]` (patch pixel `
 `r_m`, the simulator's convention):
 
     O_m = gather_patches(O, r_m, N)                      # (N, N) bilinear pull, kernels.stitch
-    I_m = Σ_k fftshift(|FFT2(P_k · O_m)|² / N²)           # physics.far_field_intensity, photons
+    I_m = Σ_k fftshift(|FFT2(P_k · O_m)|² / N²)           # physics.operator.mixed_state_intensity
 
 against the measured counts y_m = d_m² (the scan's `diffraction` d is sqrt(counts)). Losses
 (pixels marked bad are left out): "poisson" Σ I − y·log(I + ε) − (y − y·log y) (half the
@@ -38,7 +38,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..kernels import gather_patches
 from ..kernels import stitch as kstitch
-from ..physics.diffraction import far_field_intensity
+from ..physics.operator import mixed_state_intensity
 
 log = logging.getLogger("ptychopinn")
 
@@ -138,8 +138,7 @@ def predicted_intensity(canvas: torch.Tensor, positions: torch.Tensor, probe: to
     `positions (b, 2)` `[x, y]` px, illuminated by `probe (K, N, N)` complex (modes summed)."""
     N = int(probe.shape[-1])
     patches = gather_patches(canvas, positions, N)  # (b, N, N)
-    psi = patches[:, None] * probe[None]  # (b, K, N, N)
-    return far_field_intensity(psi).sum(dim=1)
+    return mixed_state_intensity(patches, probe)  # Σ_k |F(P_k·O_m)|², the model's operator
 
 
 def data_loss(intensity: torch.Tensor, amplitude: torch.Tensor, kind: RefineLoss, valid: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -309,8 +308,7 @@ def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: b
     leaf_P = P if (adam is not None and with_probe) else P.detach().requires_grad_(with_probe)
     amp = data(idx) if len(idx) else torch.zeros(0, N, N, dtype=O.real.dtype, device=dev)
     patches = gather_patches(leaf_O, b_pos, N)
-    psi = patches[:, None] * leaf_P[None]
-    inten = far_field_intensity(psi).sum(dim=1)
+    inten = mixed_state_intensity(patches, leaf_P)
     loss = data_loss(inten, amp, cfg.loss, mask, cfg.poisson_eps)
     wrt = [leaf_O] + ([leaf_P] if with_probe else []) + ([b_pos] if cfg.positions else [])
     if len(idx):
