@@ -1,6 +1,6 @@
 """A reduced run of the `quality/refine` rows for a shared machine (sizes on the command line):
 
-    PYTHONPATH=. python benchmarks/refine_reduced.py OUT.json DEVICE OBJECT_SIZE N_TRAIN N_TEST TRAIN_EPOCHS [FILTER_SCALE]
+    PYTHONPATH=. python benchmarks/refine_reduced.py OUT.json DEVICE OBJECT_SIZE N_TRAIN N_TEST TRAIN_EPOCHS [FILTER_SCALE [DOSE]]
 """
 import json
 import numpy as np
@@ -12,9 +12,12 @@ from benchmarks.common import Context
 from benchmarks import cases_refine as cr
 out, device, size, ntr, nte, ep = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
 fs = int(sys.argv[7]) if len(sys.argv) > 7 else 2
+doses = (float(sys.argv[8]),) if len(sys.argv) > 8 else None
 t = time.time()
 ctx = Context(quick=False, threads=0, workdir=Path("/tmp"), device=device)
 rec = cr.reduced(object_size=size, n_train=ntr, n_test=nte, train_epochs=ep, n_filters_scale=fs)
+if doses is not None:
+    rec = replace(rec, doses=doses)
 res = []
 keep: dict = {}
 for dose in rec.doses:

@@ -233,7 +233,8 @@ def refine_canvas(
     if pos0.shape != (M, 2):
         raise DataError(f"refinement: positions must be ({M}, 2) [x, y], got {pos0.shape}")
     O = torch.as_tensor(canvas).to(dtype).to(dev).clone()
-    H, W = O.shape
+    if O.ndim != 2:
+        raise DataError(f"refinement: the object canvas must be (H, W), got {tuple(O.shape)}")
     pos = torch.as_tensor(pos0, dtype=torch.float64, device=dev).clone()
     mask = None if valid is None else torch.as_tensor(np.asarray(valid, dtype=bool), device=dev).to(rdt)
     data = _Data(diffraction, dev, rdt)
@@ -423,15 +424,14 @@ def refine_stitched(
     obj = np.asarray(obj)
     wt = np.asarray(weight)
     N = scan.N
-    ox, oy = int(round(float(origin[0]))), int(round(float(origin[1])))
+    org = np.asarray([float(origin[0]), float(origin[1])])
     coords = scan.coords.astype(np.float64)  # object frame
+    local = coords - org  # stitched-canvas pixels (the origin may be fractional: stitch="tf")
     half = N // 2
-    lo = np.floor(coords.min(axis=0)) - half - 2
-    hi = np.ceil(coords.max(axis=0)) + (N - half) + 2
-    lo = np.minimum(lo, [ox, oy])
-    hi = np.maximum(hi, [ox + obj.shape[1], oy + obj.shape[0]])
-    gx, gy = int(lo[0]), int(lo[1])
-    Wc, Hc = int(hi[0]) - gx, int(hi[1]) - gy
+    lo = np.minimum(np.floor(local.min(axis=0)) - half - 2, 0).astype(int)  # big canvas pixel 0 = stitched pixel lo
+    hi = np.maximum(np.ceil(local.max(axis=0)) + (N - half) + 2, [obj.shape[1], obj.shape[0]]).astype(int)
+    c0, r0 = -int(lo[0]), -int(lo[1])
+    Wc, Hc = int(hi[0] - lo[0]), int(hi[1] - lo[1])
     covered = wt > 1e-3 * max(float(wt.max()), 1e-30)
     if covered.any():
         vals = obj[covered]
@@ -441,7 +441,6 @@ def refine_stitched(
         mean_amp, mean_phase = 1.0, 0.0
     fill = np.complex64(mean_amp * np.exp(1j * mean_phase))
     big = np.full((Hc, Wc), fill, dtype=np.complex64)
-    r0, c0 = oy - gy, ox - gx
     view = big[r0 : r0 + obj.shape[0], c0 : c0 + obj.shape[1]]
     view[covered] = obj[covered]
     modes = getattr(scan, "probe_modes", None)
@@ -450,8 +449,8 @@ def refine_stitched(
     valid = None if bad is None else ~np.asarray(bad, dtype=bool)
     if progress and not config.progress:
         config = replace(config, progress=True)
-    res = refine_canvas(big, scan.diffraction, coords - [gx, gy], probe, config, valid=valid, device=device)
-    positions = res.positions + [gx, gy]
+    res = refine_canvas(big, scan.diffraction, local - lo, probe, config, valid=valid, device=device)
+    positions = res.positions + lo + org
     out: dict[str, Any] = {
         "object": res.object[r0 : r0 + obj.shape[0], c0 : c0 + obj.shape[1]].copy(),
         "probe": res.probe.astype(np.complex64),

@@ -202,6 +202,10 @@ def test_refine_zero_equals_no_refinement(scan_and_model):
     # the refined object is closer to the truth than the 1-epoch network's
     for part in ("amplitude", "phase"):
         assert ref.metrics[part]["ssim"] > plain.metrics[part]["ssim"] + 0.05, (part, ref.metrics, plain.metrics)
+    # the TF stitcher's canvas has a fractional origin: refinement works in its frame too
+    tf = pp.reconstruct(base / "model", base / "truth.npz", device="cpu", stitch="tf", refine=RefineConfig(epochs=10))
+    assert tf.origin != plain.origin and tf.object.shape == pp.reconstruct(base / "model", base / "truth.npz", device="cpu", stitch="tf").object.shape
+    assert tf.metrics["phase"]["ssim"] > plain.metrics["phase"]["ssim"] + 0.05
 
 
 def test_cli_refine_on_a_scan_without_truth(scan_and_model):
