@@ -243,3 +243,28 @@ def test_cli_refine_flag_errors(scan_and_model, capsys):
     assert main(args + ["--refine-probe"]) == 2
     assert main(args + ["--refine", "-1"]) == 2
     assert not (base / "bad").exists()
+
+
+def test_cli_refine_with_a_legacy_bundle_on_counts_without_truth(tmp_path):
+    """The acceptance interface: `reconstruct --model wts.h5.zip --data SCAN --out OUT --refine E`
+    on a scan holding integer counts and no objectGuess; `object` in reconstruction.npz is refined."""
+    from ptychopinn.cli import main
+    from tests.conftest import legacy_dir
+
+    folder = legacy_dir("n64_gs1")
+    with np.load(folder / "test_data.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in ("diffraction", "xcoords", "ycoords", "probeGuess")}
+    M = 64  # a subset keeps the test short
+    arrays = {k: (v[:M] if v.ndim and v.shape[0] == 256 else v) for k, v in arrays.items()}
+    arrays["diffraction"] = np.rint(arrays["diffraction"].astype(np.float64) ** 2).astype(np.int32)
+    np.savez(tmp_path / "scan.npz", **arrays)
+    outs = {}
+    for E in (0, 3):
+        out = tmp_path / f"out{E}"
+        assert main(["reconstruct", "--model", str(folder / "wts.h5.zip"), "--data", str(tmp_path / "scan.npz"),
+                     "--out", str(out), "--refine", str(E), "--device", "cpu", "--quiet"]) == 0
+        with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
+            outs[E] = z["object"]
+    assert outs[0].shape == outs[3].shape and not np.array_equal(outs[0], outs[3])
+    loss = json.loads((tmp_path / "out3" / "metrics.json").read_text())["refine"]["loss"]
+    assert len(loss) == 3 and loss[-1] < loss[0]
