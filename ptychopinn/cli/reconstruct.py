@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--refine-positions", action="store_true", default=False, help="refine the scan positions too (sub-pixel)")
     a("--refine-loss", default="poisson", metavar="KIND", help="poisson (NLL of the counts, default) or amplitude (MSE)")
     a("--refine-batch", default=64, metavar="B", help="positions per refinement update (default 64)")
+    a("--refine-momentum", default=0.0, metavar="ETA", help="object momentum per epoch in [0, 1) (default 0; 0.5 converges faster at high dose)")
     a("--finetune", default=0, metavar="E", help="epochs of self-supervised fine-tuning of the network on this scan (default 0)")
     a("--save-finetuned", default=None, metavar="DIR", help="write the fine-tuned model there (native format; the input model is never changed)")
     add_load_arguments(parser)
@@ -110,6 +111,7 @@ def _refine_options(args: argparse.Namespace):
         refine = RefineConfig(
             epochs=epochs, loss=str(args.refine_loss), batch_size=rbatch,  # type: ignore[arg-type]
             probe=bool(args.refine_probe), positions=bool(args.refine_positions),
+            momentum=number("refine-momentum", args.refine_momentum, float),
         )
     ft = number("finetune", args.finetune, int)
     if ft < 0:

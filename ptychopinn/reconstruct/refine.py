@@ -56,6 +56,8 @@ class RefineConfig:
     optimizer: "pie" (preconditioned gradient, default) or "adam".
     step: object step of "pie" (1 = full preconditioned step); adam_lr: Adam's learning rate.
     alpha: preconditioner regularisation, a fraction of the batch's maximum illumination.
+    momentum: η of the mPIE-style object momentum applied after every epoch ("pie" only):
+    v ← η·v + (O − O_epoch start), O ← O + η·v (0 = off).
     probe: refine the probe too (from epoch `probe_start`, 0-based); its power Σ|P|² is kept
     fixed (the object absorbs the global scale).
     positions: refine the scan positions (sub-pixel; the mean correction is kept at zero);
@@ -75,6 +77,7 @@ class RefineConfig:
     step: float = 1.0
     adam_lr: float = 0.02
     alpha: float = 0.05
+    momentum: float = 0.0
     probe: bool = False
     probe_start: int = 1
     probe_step: float = 1.0
@@ -104,6 +107,8 @@ class RefineConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise bad(name, "a number > 0")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise bad("momentum", "a number in [0, 1)")
         for name in ("alpha", "poisson_eps"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -265,7 +270,9 @@ def refine_canvas(
 
         bar = tqdm(total=cfg.epochs, desc="refine", unit="epoch", leave=False)
     t0 = time.perf_counter()
+    velocity = None
     for epoch in range(cfg.epochs):
+        start = O.detach().clone() if (cfg.momentum and adam is None and cfg.object) else None
         order = rng.permutation(M)
         total = torch.zeros((), dtype=torch.float64, device=dev)
         with_probe = cfg.probe and epoch >= cfg.probe_start
@@ -276,6 +283,11 @@ def refine_canvas(
             total += loss_val
         if info is not None:
             dist_.all_reduce_sum(total)
+        if start is not None:  # every rank holds the same canvas: no communication needed
+            with torch.no_grad():
+                step = O - start
+                velocity = step if velocity is None else cfg.momentum * velocity + step
+                O += cfg.momentum * velocity
         if cfg.positions:  # a common shift of all positions only moves the object: keep the mean
             with torch.no_grad():
                 pos -= (pos - torch.as_tensor(pos0, device=dev)).mean(dim=0)

@@ -73,6 +73,13 @@ def test_recovers_a_known_object_from_a_flat_start():
     assert res.probe_scale > 0 and res.probe.shape == (1, N, N)
 
 
+def test_momentum_speeds_up_convergence():
+    truth, pos, probe, amp = _case()
+    plain = refine_canvas(np.ones_like(truth), amp, pos, probe, RefineConfig(epochs=8, batch_size=16))
+    fast = refine_canvas(np.ones_like(truth), amp, pos, probe, RefineConfig(epochs=8, batch_size=16, momentum=0.5))
+    assert fast.loss[-1] < 0.8 * plain.loss[-1], (fast.loss, plain.loss)
+
+
 def test_minibatches_and_seed_are_deterministic():
     truth, pos, probe, amp = _case(M=20)
     cfg = RefineConfig(epochs=2, batch_size=7, seed=3)
