@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,10 +61,23 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     a("--bin", metavar="B", help="sum BxB blocks of detector pixels (counts) first, e.g. 128x128 frames --bin 2 for N=64")
 
 
+def one_line_warnings(prog: str = "ptychopinn") -> None:
+    """Print Python warnings (e.g. the data-loading ones) as one line `PROG: warning: ...` (once per process)."""
+    if getattr(warnings.formatwarning, "_ptychopinn_cli", False):
+        return
+
+    def _format(message: Any, category: Any, filename: Any, lineno: Any, line: Any = None) -> str:
+        return f"{prog}: warning: {' '.join(str(message).split())}\n"
+
+    _format._ptychopinn_cli = True  # type: ignore[attr-defined]
+    warnings.formatwarning = _format
+
+
 def load_options(args: argparse.Namespace) -> Any:
-    """`data.LoadOptions` from the parsed load flags."""
+    """`data.LoadOptions` from the parsed load flags (and one-line warnings for the run)."""
     from ..data.scan import load_options_from_flags
 
+    one_line_warnings()
     return load_options_from_flags(
         getattr(args, "diffraction_units", None), getattr(args, "pixel_size", None),
         bool(getattr(args, "crop_detector", False)), getattr(args, "bin", None),

@@ -137,6 +137,16 @@ class LazyArray:
         return int(np.prod(self.shape))
 
     @property
+    def row_nbytes(self) -> int:
+        """Working bytes per row of one read: the output row, or with a transform the stored
+        frame plus its float64 working copy (what chunked scans must budget for)."""
+        out = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        if self.transform is None:
+            return out
+        frame = int(np.prod(self.source.shape)) // max(1, int(self.shape[0]))
+        return max(out, frame * (np.dtype(self.source.dtype).itemsize + 8))
+
+    @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
@@ -227,7 +237,7 @@ def _is_view(a: np.ndarray) -> bool:
 def iter_chunks(array: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(start, rows)` blocks covering the first axis of a (lazy) array."""
     shape = tuple(array.shape)
-    row_bytes = max(1, int(np.prod(shape[1:])) * np.dtype(array.dtype).itemsize)
+    row_bytes = max(1, int(getattr(array, "row_nbytes", 0)) or int(np.prod(shape[1:])) * np.dtype(array.dtype).itemsize)
     step = max(1, chunk_bytes // row_bytes)
     for start in range(0, shape[0], step):
         yield start, np.asarray(array[start : start + step])

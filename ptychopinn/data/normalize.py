@@ -34,7 +34,7 @@ def pattern_energy(
     """
     rows = np.asarray(rows, dtype=np.int64)
     N = int(diffraction.shape[-1])
-    step = max(1, chunk_bytes // max(1, N * N * 4))
+    step = max(1, chunk_bytes // max(1, int(getattr(diffraction, "row_nbytes", 0)) or N * N * 4))
     out = np.empty(rows.size, dtype=np.float64)
     valid = None if bad_pixels is None else ~_mask(bad_pixels, N)
     for start in range(0, rows.size, step):

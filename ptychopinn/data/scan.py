@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .detector import UNITS, DetectorTransform, crop_window, resample_object, transform_mask, transform_probe
+from .detector import UNITS, DetectorTransform, crop_window, resample_object, size_hint, transform_mask, transform_probe
 from .lazy import H5Source, LazyArray, iter_chunks
 from .npz import NpzReader, write_npz
 
@@ -585,7 +585,9 @@ def _probe_modes(src: _Source, label: str, S: int, N: int, window: Any, bin: int
     shape, dtype = src.info(key)
     core = shape[:-1] if len(shape) == 3 and shape[-1] == 1 else shape
     if dtype.kind not in "fiuc" or len(core) not in (2, 3) or tuple(core[-2:]) not in sizes or (len(core) == 3 and core[0] < 1):
-        raise _shape_error(label, key, shape, dtype, spec)
+        p = core[-1] if len(core) in (2, 3) and core[-1] == core[-2] else None
+        hint = f" for {S}x{S} frames{size_hint(S, p)}" if p is not None and p < N == S else ""
+        raise _shape_error(label, key, shape, dtype, spec + hint)
     arr = np.asarray(src.full(key)).reshape(core)
     modes = np.ascontiguousarray(arr if arr.ndim == 3 else arr[None], dtype=np.complex128 if arr.dtype == np.complex128 else np.complex64)
     _check_finite(label, key, modes)
