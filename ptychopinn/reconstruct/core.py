@@ -167,6 +167,8 @@ def reconstruct(
     for opt in (refine, finetune):  # bad settings fail before any work
         if opt is not None:
             opt.validate()
+    if save_finetuned is not None and (finetune is None or finetune.epochs == 0):
+        raise ConfigError("save_finetuned needs finetune=FinetuneConfig(epochs >= 1)")
     info = dist_.current()
     error: BaseException | None = None
     prepared: Any = None

@@ -51,6 +51,12 @@ def test_finetune_lowers_the_pinn_loss_and_leaves_the_model_alone(setup):
     assert _digest(base / "model") == before
     zero = pp.reconstruct(model, base / "scan.npz", device="cpu", finetune=FinetuneConfig(epochs=0))
     np.testing.assert_array_equal(zero.object, plain.object)
+    from ptychopinn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="save_finetuned"):
+        pp.reconstruct(model, base / "scan.npz", device="cpu", save_finetuned=base / "nowhere")
+    with pytest.raises(ConfigError, match="FinetuneConfig.learning_rate"):
+        pp.reconstruct(model, base / "scan.npz", device="cpu", finetune=FinetuneConfig(epochs=1, learning_rate=0.0))
 
 
 def test_cli_finetune_and_save(setup):
