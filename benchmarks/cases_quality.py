@@ -2,7 +2,8 @@
 same initial weights, same epochs, batch, Adam settings and batch order — then reconstruct a
 second simulated scan with each trained network through the same path (`ptychopinn.reconstruct`,
 the TF-trained weights loaded with `load_keras_weights`; the TF forward matches ours to ~1e-7)
-and report amplitude/phase PSNR and SSIM of both."""
+and report amplitude/phase PSNR and SSIM of both. Then `cases_refine`: physics refinement,
+fine-tuning and an iterative baseline on a phase object at two doses (also in --quick, shrunk)."""
 from __future__ import annotations
 
 import time
@@ -47,6 +48,13 @@ def _metrics(model: PtychoPINN, scan: Any) -> dict[str, float]:
 
 
 def run(ctx: Context) -> list[Row]:
+    """The TF parity rows, then the refinement / fine-tuning / iterative-baseline rows (`cases_refine`)."""
+    from . import cases_refine
+
+    return _parity(ctx) + cases_refine.run(ctx)
+
+
+def _parity(ctx: Context) -> list[Row]:
     desc = f"train {EPOCHS} epochs (batch {BATCH}, {POSITIONS} positions, N=64 gs1), reconstruct a second scan; PSNR/SSIM"
     if ctx.quick:
         return [skipped("quality/ours", GROUP, desc, "--quick (full mode only)", baselines=["quality/tf"]),

@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--update-every", default=2.0, metavar="S", help="--follow: rewrite the outputs every S seconds (default 2)")
     a("--idle-timeout", default=300.0, metavar="S", help="--follow: end after S seconds without a new frame (default 300)")
     a("--no-final-pass", action="store_true", default=False, help="--follow: keep the provisional normalisation (no final re-run)")
+    a("--refine", default=0, metavar="E", help="epochs of physics refinement of the stitched object (default 0: none)")
+    a("--refine-probe", action="store_true", default=False, help="refine the probe too (from the 2nd epoch)")
+    a("--refine-positions", action="store_true", default=False, help="refine the scan positions too (sub-pixel)")
+    a("--refine-loss", default="poisson", metavar="KIND", help="poisson (NLL of the counts, default) or amplitude (MSE)")
+    a("--refine-batch", default=64, metavar="B", help="positions per refinement update (default 64)")
+    a("--refine-momentum", default=0.0, metavar="ETA", help="object momentum per epoch in [0, 1) (default 0; 0.5 converges faster at high dose)")
+    a("--finetune", default=0, metavar="E", help="epochs of self-supervised fine-tuning of the network on this scan (default 0)")
+    a("--save-finetuned", default=None, metavar="DIR", help="write the fine-tuned model there (native format; the input model is never changed)")
     add_load_arguments(parser)
     add_product_arguments(parser)  # ptychodus: --product, --product-in, --detector-distance, --photon-energy (+ --pixel-size if absent)
 
@@ -53,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "follow", False):
         return _follow(args, model, data_path, out, crop, batch_size)
     product_plan = plan_product(args, data_path, model, load_options(args))  # None without --product/--product-in
+    refine, finetune, save_finetuned = _refine_options(args)
     from ..distributed import session
 
     # under torchrun: groups sharded across processes, canvases summed, rank 0 writes
@@ -70,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
             device=str(args.device),
             out_dir=out,
             progress=not args.quiet and main,
+            refine=refine,
+            finetune=finetune,
+            save_finetuned=save_finetuned,
             load=load_options(args) if product_plan is None else None,  # a planned product: its scan is loaded already
         )
     if not main:
@@ -83,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
             f"amplitude SSIM {a['ssim']:.4f} PSNR {a['psnr']:.2f} dB; phase SSIM {p['ssim']:.4f} PSNR {p['psnr']:.2f} dB"
             f" (metrics in {out / 'metrics.json'})"
         )
+    if rec.refinement is not None:
+        loss = rec.refinement["loss"]
+        print(f"refined {len(loss)} epochs ({rec.refinement['loss_kind']} loss {loss[0]:.5g} -> {loss[-1]:.5g}, {rec.refinement['seconds']:.1f} s)")
     return 0
 
 
@@ -110,3 +125,41 @@ def _follow(args: argparse.Namespace, model, data_path, out, crop, batch_size) -
     )
     print(res.summary())
     return 0
+
+
+def _refine_options(args: argparse.Namespace):
+    """(RefineConfig | None, FinetuneConfig | None, save dir | None) from the flags."""
+    from pathlib import Path
+
+    from ..reconstruct.finetune import FinetuneConfig
+    from ..reconstruct.refine import RefineConfig
+
+    epochs = number("refine", args.refine, int)
+    if epochs < 0:
+        raise ConfigError(f"--refine: expected an integer >= 0, got {args.refine!r}")
+    if str(args.refine_loss) not in ("poisson", "amplitude"):
+        raise ConfigError(f"--refine-loss: expected poisson or amplitude, got {args.refine_loss!r}")
+    rbatch = number("refine-batch", args.refine_batch, int)
+    if rbatch < 1:
+        raise ConfigError(f"--refine-batch: expected an integer >= 1, got {args.refine_batch!r}")
+    if epochs == 0 and (args.refine_probe or args.refine_positions):
+        raise ConfigError("--refine-probe/--refine-positions need --refine E with E >= 1")
+    refine = None
+    if epochs > 0:
+        refine = RefineConfig(
+            epochs=epochs, loss=str(args.refine_loss), batch_size=rbatch,  # type: ignore[arg-type]
+            probe=bool(args.refine_probe), positions=bool(args.refine_positions),
+            momentum=number("refine-momentum", args.refine_momentum, float),
+        )
+    ft = number("finetune", args.finetune, int)
+    if ft < 0:
+        raise ConfigError(f"--finetune: expected an integer >= 0, got {args.finetune!r}")
+    save = None
+    if args.save_finetuned is not None:
+        if ft == 0:
+            raise ConfigError("--save-finetuned needs --finetune E with E >= 1")
+        save = Path(args.save_finetuned)
+        if save.exists() and (not save.is_dir() or any(save.iterdir())):
+            raise ConfigError(f"--save-finetuned: {save} exists and is not empty; choose a new folder")
+    finetune = FinetuneConfig(epochs=ft) if ft > 0 else None
+    return refine, finetune, save

@@ -53,6 +53,13 @@ class Reconstruction:
     intensity_scale: float
     region: tuple[int, int, int, int] | None = None
     paths: dict[str, str] = field(default_factory=dict)
+    #: physics refinement summary (`reconstruct.refine`: loss per epoch, seconds, ...) or None
+    refinement: dict[str, Any] | None = None
+    #: refined probe `(K, N, N)` complex64 and scan positions `(M, 2)` `[x, y]` object px, or None
+    refined_probe: np.ndarray | None = None
+    refined_positions: np.ndarray | None = None
+    #: fine-tuning summary (`reconstruct.finetune`: loss per epoch, seconds) or None
+    finetune: dict[str, Any] | None = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -125,6 +132,9 @@ def reconstruct(
     device: str | torch.device = "auto",
     out_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    refine: Any = None,
+    finetune: Any = None,
+    save_finetuned: str | os.PathLike[str] | None = None,
     load: Any = None,
 ) -> Reconstruction:
     """Reconstruct the whole object of a scan with a trained model.
@@ -143,11 +153,22 @@ def reconstruct(
     canvases, which are summed over ranks (all_reduce); every rank returns the same object,
     rank 0 alone computes metrics and writes `out_dir`. Barycentric stitching only.
 
+    refine: a `reconstruct.refine.RefineConfig`: after stitching, that many epochs of physics
+    refinement of the object (probe, positions) against the measured patterns (docs/refinement.md);
+    epochs 0 or None leave the network's object exactly as is. Under torchrun the positions are
+    sharded over ranks and the gradients all-reduced.
+    finetune: a `reconstruct.finetune.FinetuneConfig`: first adapt a copy of the network to this
+    scan with the unsupervised PINN loss (one process only); save_finetuned: write that copy.
     load: `data.LoadOptions` for a scan path (diffraction units, pixel size, detector crop/bin).
     Bad pixels (`scan.bad_pixels`) are excluded from the normalisation and filled at the input.
     """
     from .. import distributed as dist_
 
+    for opt in (refine, finetune):  # bad settings fail before any work
+        if opt is not None:
+            opt.validate()
+    if save_finetuned is not None and (finetune is None or finetune.epochs == 0):
+        raise ConfigError("save_finetuned needs finetune=FinetuneConfig(epochs >= 1)")
     info = dist_.current()
     error: BaseException | None = None
     prepared: Any = None
@@ -159,7 +180,7 @@ def reconstruct(
         dist_.agree(error)  # every rank raises when any rank's inputs are bad
     elif error is not None:
         raise error
-    scan, net, groups, crop, dev = prepared
+    scan, net, groups, crop, dev, extra = prepared
     if info is None:
         factor = float(_normalization_factor(scan.diffraction, groups.indices, scan.bad_pixels))
     else:  # each rank reads only its share of the patterns
@@ -169,6 +190,13 @@ def reconstruct(
 
     dataset = GroupDataset(scan, groups, factor * scale)
     main = info is None or info.is_main
+    tuned = None
+    if finetune is not None and finetune.epochs > 0:
+        from .finetune import finetune as run_finetune
+
+        if info is not None:
+            raise ConfigError("finetune runs in one process only; run reconstruct --finetune without torchrun")
+        net, tuned = run_finetune(net, dataset, finetune, extra=extra, device=dev, save_dir=save_finetuned)
 
     obj_shape = tuple(scan.object.shape) if scan.object is not None else None
     if stitch == "tf":
@@ -180,6 +208,12 @@ def reconstruct(
             net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info
         )
 
+    refined = None
+    if refine is not None and refine.epochs > 0:
+        from .refine import refine_stitched
+
+        refined = refine_stitched(canvas, weight_sum, origin, scan, refine, dev, progress and main)
+        canvas = refined.pop("object")
     metrics = None
     region = None
     if scan.object is not None and main:
@@ -197,7 +231,12 @@ def reconstruct(
         normalization_factor=factor,
         intensity_scale=scale,
         region=region,
+        finetune=tuned,
     )
+    if refined is not None:
+        rec.refined_probe = refined.pop("probe")
+        rec.refined_positions = refined.pop("positions")
+        rec.refinement = refined
     if out_dir is not None:
         from .outputs import write_outputs
 
@@ -243,7 +282,7 @@ def _normalization_factor(diffraction: Any, indices: np.ndarray, bad_pixels: Any
 
 
 def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load=None):
-    """Validated (scan, module, groups, crop, device); identical answers on every rank."""
+    """Validated (scan, module, groups, crop, device, model extra info); identical answers on every rank."""
     from .. import data
     from .. import distributed as dist_
     from ..io.device import resolve_device
@@ -277,7 +316,7 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
         raise DataError(f"{label}: no groups to reconstruct")
     if info is not None and info.world_size > groups.n_groups:
         raise DataError(f"{label}: {groups.n_groups} groups for {info.world_size} processes; use fewer processes")
-    return scan, net, groups, crop, dev
+    return scan, net, groups, crop, dev, extra
 
 
 def _predict(net: torch.nn.Module, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):

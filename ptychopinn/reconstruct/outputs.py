@@ -2,7 +2,10 @@
 
 reconstruction.npz (`object` (H, W) complex64, amplitude, phase) and reconstruction.h5 (the full
 canvas); amplitude.png / phase.png of the covered region (with colourbars); with ground truth
-also metrics.json and error_map.png (same region, after alignment).
+also metrics.json and error_map.png (same region, after alignment). After a physics refinement
+or a fine-tune, metrics.json also holds "refine" / "finetune" (loss per epoch, seconds), with or
+without ground truth, and refinement.npz the refined probe `(K, N, N)`, positions `(M, 2)`
+`[x, y]` object px and the loss per epoch.
 """
 from __future__ import annotations
 
@@ -21,6 +24,16 @@ def _box(rec: Any) -> tuple[int, int, int, int]:
     return box if box is not None else (0, rec.object.shape[0], 0, rec.object.shape[1])
 
 
+def _extra_json(rec: Any) -> dict[str, Any]:
+    """{"refine": summary, "finetune": summary} for the parts that ran (JSON-ready)."""
+    out: dict[str, Any] = {}
+    if getattr(rec, "refinement", None) is not None:
+        out["refine"] = rec.refinement
+    if getattr(rec, "finetune", None) is not None:
+        out["finetune"] = rec.finetune
+    return out
+
+
 def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None) -> dict[str, str]:
     """Write the run's files into `out_dir` (replaced atomically); returns {name: final path}."""
     from ..io import save_images, save_reconstruction
@@ -35,6 +48,8 @@ def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None) -> d
         "intensity_scale": rec.intensity_scale,
         "frame": "objectGuess" if rec.origin == (0.0, 0.0) else "positions - origin",
     }
+    extra_json = _extra_json(rec)
+    meta.update(extra_json)
     if rec.metrics is not None:
         meta["metrics"] = {part: {k: rec.metrics[part][k] for k in ("ssim", "psnr", "ms_ssim")} for part in ("amplitude", "phase")}
     written: dict[str, Path] = {}
@@ -45,10 +60,16 @@ def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None) -> d
             r0, r1, c0, c1 = rec.region
             oy, ox = int(round(rec.origin[1])), int(round(rec.origin[0]))
             images = save_images(tmp, rec.object[r0 - oy : r1 - oy, c0 - ox : c1 - ox], truth=truth[r0:r1, c0:c1])
-            written["metrics"] = atomic_save_json(tmp / "metrics.json", rec.metrics)
+            written["metrics"] = atomic_save_json(tmp / "metrics.json", {**rec.metrics, **extra_json})
         else:
             r0, r1, c0, c1 = _box(rec)
             images = save_images(tmp, rec.object[r0:r1, c0:c1])
+            if extra_json:  # refinement / fine-tuning losses even without ground truth
+                written["metrics"] = atomic_save_json(tmp / "metrics.json", extra_json)
+        if getattr(rec, "refined_probe", None) is not None:
+            written["refinement"] = tmp / "refinement.npz"
+            with open(written["refinement"], "wb") as fh:
+                np.savez(fh, probe=rec.refined_probe, positions=rec.refined_positions, loss=np.asarray(rec.refinement["loss"], np.float64))
         written.update(images)
     return {k: str(out_dir / Path(p).name) for k, p in written.items()}
 

@@ -1,0 +1,158 @@
+"""Iterative-grade reconstructions (issue 15), part of the `quality` group.
+
+Recipe: a smooth phase object (GRF, amplitude in [0.5, 1], phase ±1 rad), N = 64, random scans,
+default probe; counts ~ Poisson at `dose` photons per pattern through the refinement's own
+operator (`reconstruct.refine.predicted_intensity`: bilinear patch → probe → far field). A
+network is trained (PINN loss, gridsize 1) on one object's scan and reconstructs a second
+object's scan. Rows per dose: network only; network + `refine` E epochs; `finetune` E then
+network; and the iterative baseline: the same minibatch solver (`refine_canvas`, illumination-
+preconditioned ePIE/LSQML-style step, Poisson NLL) started from a flat object (1 + 0j) with the
+true probe, 10/50/100 epochs. Every row scores the same region (the network's covered box) with
+`metrics.evaluate`; times are the wall time of the whole reconstruction (inference + refinement;
+fine-tuning + inference; the solver's epochs) on this machine, one run each.
+
+Sizes: full mode follows the issue (224 × 224 object, 1024 training / 256 test patterns, 20
+training epochs); `--quick` shrinks everything (smoke test only, numbers meaningless).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ptychopinn import data
+from ptychopinn.config import DataConfig, ModelConfig, TrainConfig
+from ptychopinn.metrics import evaluate
+from ptychopinn.physics.probe import default_probe, normalize_probe
+from ptychopinn.reconstruct import reconstruct
+from ptychopinn.reconstruct.finetune import FinetuneConfig
+from ptychopinn.reconstruct.refine import RefineConfig, predicted_intensity, refine_stitched
+from ptychopinn.simulate.objects import grf_object
+from ptychopinn.simulate.scan import make_scan_positions
+
+from .common import Context, Row
+from .timing import stats_of
+
+GROUP = "quality"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    object_size: int = 224
+    n_train: int = 1024
+    n_test: int = 256
+    train_epochs: int = 20
+    refine_epochs: tuple[int, ...] = (5, 10, 20, 50)
+    finetune_epochs: int = 5
+    iterative_epochs: tuple[int, ...] = (10, 50, 100)
+    doses: tuple[float, ...] = (1e9, 1e4)
+    n_filters_scale: int = 2
+
+
+FULL = Recipe()
+QUICK = Recipe(object_size=112, n_train=32, n_test=16, train_epochs=1, refine_epochs=(2,), finetune_epochs=1,
+               iterative_epochs=(2,), doses=(1e9,), n_filters_scale=1)
+
+
+def simulate_phase_object(size: int, n: int, dose: float, seed: int, N: int = 64) -> Any:
+    """A `Scan` of a smooth phase object (truth in `objectGuess`), Poisson counts stored as √counts."""
+    rng = np.random.default_rng(seed)
+    truth = grf_object(size, rng, phase_max=1.0)
+    x, y = make_scan_positions("random", size, N, n_positions=n, step=0.0, rng=rng)
+    probe = normalize_probe(default_probe(N), 4.0).astype(np.complex64)
+    pos = torch.from_numpy(np.stack([x, y], -1).astype(np.float64))
+    with torch.no_grad():
+        inten = predicted_intensity(torch.from_numpy(truth), pos, torch.from_numpy(probe)[None]).double().numpy()
+    counts = rng.poisson(inten * (dose / inten.sum(axis=(1, 2)).mean()))
+    return data.make_scan(
+        diffraction=np.sqrt(counts).astype(np.float32), xcoords=x.astype(np.float64), ycoords=y.astype(np.float64),
+        probeGuess=probe, objectGuess=truth, metadata={"nphotons": float(dose), "generator": "benchmarks.cases_refine"},
+    )
+
+
+def _scores(obj: np.ndarray, truth: np.ndarray, region: tuple[int, int, int, int]) -> dict[str, float]:
+    r0, r1, c0, c1 = region
+    m = evaluate(obj[r0:r1, c0:c1], truth[r0:r1, c0:c1])
+    return {"amplitude_ssim": float(m["amplitude"]["ssim"]), "phase_ssim": float(m["phase"]["ssim"]),
+            "amplitude_psnr": float(m["amplitude"]["psnr"]), "phase_psnr": float(m["phase"]["psnr"])}
+
+
+def run_recipe(ctx: Context, recipe: Recipe, prefix: str = "quality/refine", keep: dict[str, np.ndarray] | None = None) -> list[Row]:
+    """The rows of `recipe`; `keep` (a dict) receives the truth, network and refine-20 (or the
+    longest) objects of the first dose's covered region, for figures."""
+    rows: list[Row] = []
+    dev = torch.device(ctx.device)
+    for dose in recipe.doses:
+        tag = f"{prefix}/{dose:.0e}".replace("+0", "").replace("+", "")
+        train_scan = simulate_phase_object(recipe.object_size, recipe.n_train, dose, seed=21)
+        test_scan = simulate_phase_object(recipe.object_size, recipe.n_test, dose, seed=22)
+        truth = np.asarray(test_scan.object)
+        ctx.log(f"  {tag}: training the network ({recipe.train_epochs} epochs, {recipe.n_train} patterns)")
+        import ptychopinn as pp
+
+        t0 = time.perf_counter()
+        result = pp.train(train_scan, ModelConfig(N=64, gridsize=1, n_filters_scale=recipe.n_filters_scale), DataConfig(gridsize=1),
+                          TrainConfig(epochs=recipe.train_epochs, batch_size=16, device=str(dev), exact_gradients="off"), progress=False)
+        train_s = time.perf_counter() - t0
+        model = result.model
+        base_desc = (f"{recipe.object_size}² GRF phase object, N=64, random scan, {dose:.0e} photons; network trained "
+                     f"{recipe.train_epochs} epochs on {recipe.n_train} patterns ({train_s:.0f} s), test {recipe.n_test} patterns")
+        iter_name = f"{tag}/iterative{max(recipe.iterative_epochs)}"
+
+        t0 = time.perf_counter()
+        net = reconstruct(model, test_scan, device=dev)
+        net_s = time.perf_counter() - t0
+        region = net.region
+        rows.append(Row(f"{tag}/network", GROUP, base_desc + ": network only", stats_of([net_s]), items=recipe.n_test,
+                        unit="patterns/s", baselines=[iter_name], metrics=_scores(net.object, truth, region)))
+        for E in recipe.refine_epochs:
+            t0 = time.perf_counter()
+            rec = reconstruct(model, test_scan, device=dev, refine=RefineConfig(epochs=E))
+            s = time.perf_counter() - t0
+            if keep is not None and not keep.get("done") and E == (20 if 20 in recipe.refine_epochs else max(recipe.refine_epochs)):
+                r0, r1, c0, c1 = region
+                keep.update(truth=truth[r0:r1, c0:c1], network=net.object[r0:r1, c0:c1], refined=rec.object[r0:r1, c0:c1],
+                            refine_epochs=np.asarray(E), dose=np.asarray(dose), done=True)
+            rows.append(Row(f"{tag}/refine{E}", GROUP, base_desc + f": network + refine {E} epochs (Poisson, object only)",
+                            stats_of([s]), items=recipe.n_test, unit="patterns/s", baselines=[iter_name],
+                            metrics={**_scores(rec.object, truth, region), "refine_seconds": rec.refinement["seconds"]}))
+        E = recipe.finetune_epochs
+        t0 = time.perf_counter()
+        rec = reconstruct(model, test_scan, device=dev, finetune=FinetuneConfig(epochs=E))
+        s = time.perf_counter() - t0
+        rows.append(Row(f"{tag}/finetune{E}", GROUP, base_desc + f": finetune {E} epochs (PINN loss on the test scan), then network",
+                        stats_of([s]), items=recipe.n_test, unit="patterns/s", baselines=[iter_name],
+                        metrics=_scores(rec.object, truth, region)))
+        flat = np.ones(net.object.shape, np.complex64)
+        ones = np.ones(net.object.shape, np.float32)
+        for E in recipe.iterative_epochs:
+            t0 = time.perf_counter()
+            out = refine_stitched(flat, ones, (0.0, 0.0), test_scan, RefineConfig(epochs=E, fit_scale=True), dev)
+            s = time.perf_counter() - t0
+            rows.append(Row(f"{tag}/iterative{E}", GROUP,
+                            base_desc + f": iterative baseline, {E} epochs from a flat object, true probe (same solver and operator)",
+                            stats_of([s]), items=recipe.n_test, unit="patterns/s",
+                            role="baseline" if f"{tag}/iterative{E}" == iter_name else "candidate",
+                            baselines=[] if f"{tag}/iterative{E}" == iter_name else [iter_name],
+                            metrics=_scores(out["object"], truth, region)))
+    return rows
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def run(ctx: Context) -> list[Row]:
+    return run_recipe(ctx, QUICK if ctx.quick else FULL)
+
+
+def reduced(**changes: Any) -> Recipe:
+    """The full recipe with some sizes changed (a reduced run on a shared machine)."""
+    return replace(FULL, **changes)
+
+
+__all__ = ["Recipe", "FULL", "QUICK", "simulate_phase_object", "run_recipe", "run", "reduced"]
