@@ -2,7 +2,9 @@
 
 reconstruction.npz (`object` (H, W) complex64, amplitude, phase) and reconstruction.h5 (the full
 canvas); amplitude.png / phase.png of the covered region (with colourbars); with ground truth
-also metrics.json and error_map.png (same region, after alignment).
+also metrics.json and error_map.png (same region, after alignment); with a half-set FRC
+(`rec.frc_halves`) metrics.json gets an "frc_halves" entry (also without ground truth) and
+frc_halves.png is written. metrics.json is strict JSON (non-finite numbers are null).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..io.atomic import atomic_directory, atomic_save_json
+from .frc_halves import save_frc_plot
 from .geometry import covered_box
 
 
@@ -21,8 +24,10 @@ def _box(rec: Any) -> tuple[int, int, int, int]:
     return box if box is not None else (0, rec.object.shape[0], 0, rec.object.shape[1])
 
 
-def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None) -> dict[str, str]:
-    """Write the run's files into `out_dir` (replaced atomically); returns {name: final path}."""
+def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None, *, overwrite: bool = True) -> dict[str, str]:
+    """Write the run's files into `out_dir` (replaced atomically); returns {name: final path}.
+
+    overwrite=False: a non-empty `out_dir` is left untouched (ConfigError)."""
     from ..io import save_images, save_reconstruction
 
     meta = {
@@ -37,19 +42,28 @@ def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None) -> d
     }
     if rec.metrics is not None:
         meta["metrics"] = {part: {k: rec.metrics[part][k] for k in ("ssim", "psnr", "ms_ssim")} for part in ("amplitude", "phase")}
+    halves = getattr(rec, "frc_halves", None)
+    metrics: dict[str, Any] = {}
+    if halves is not None:
+        metrics["frc_halves"] = halves.as_dict()
+        meta["frc_halves"] = {k: metrics["frc_halves"][k] for k in ("split", "half_bit", "one_seventh")}
     written: dict[str, Path] = {}
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, replace=overwrite) as tmp:
         for k, p in save_reconstruction(tmp, rec.object, metadata=meta).items():
             written[k] = p
         if rec.metrics is not None and rec.region is not None and truth is not None:
             r0, r1, c0, c1 = rec.region
             oy, ox = int(round(rec.origin[1])), int(round(rec.origin[0]))
             images = save_images(tmp, rec.object[r0 - oy : r1 - oy, c0 - ox : c1 - ox], truth=truth[r0:r1, c0:c1])
-            written["metrics"] = atomic_save_json(tmp / "metrics.json", rec.metrics)
+            metrics = {**rec.metrics, **metrics}
         else:
             r0, r1, c0, c1 = _box(rec)
             images = save_images(tmp, rec.object[r0:r1, c0:c1])
         written.update(images)
+        if metrics:
+            written["metrics"] = atomic_save_json(tmp / "metrics.json", metrics)
+        if halves is not None:
+            written["frc_halves"] = save_frc_plot(tmp / "frc_halves.png", halves)
     return {k: str(out_dir / Path(p).name) for k, p in written.items()}
 
 

@@ -24,6 +24,7 @@ import torch
 from .. import physics
 from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict
 from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
+from ..io.atomic import strict_json_dumps
 from . import master_weights
 from . import state as st
 from .inputs import as_scan, normalised_probe, resolve_nphotons, scan_label
@@ -183,7 +184,7 @@ def _write_checkpoint(
 
 def _append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
     with open(out_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, allow_nan=True) + "\n")
+        fh.write(strict_json_dumps(row) + "\n")  # strict JSON: a NaN loss is written as null
         fh.flush()
         os.fsync(fh.fileno())
 
