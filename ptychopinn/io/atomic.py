@@ -26,6 +26,7 @@ __all__ = [
     "json_safe",
     "strict_json_dumps",
     "check_output",
+    "folder_mode",
 ]
 
 
@@ -43,6 +44,11 @@ def _umask() -> int:
 
 def _default_file_mode() -> int:
     return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """Permission bits a new folder gets under the process umask (0o755 for umask 022)."""
+    return 0o777 & ~_umask()
 
 
 def _fsync_dir(folder: Path) -> None:

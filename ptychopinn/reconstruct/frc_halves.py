@@ -4,11 +4,14 @@ The scan positions are split into two interleaved halves along the scan order �
 0, 2, 4, … (half A) and 1, 3, 5, … (half B) — so both halves cover the whole scanned region at
 half the density. Each half is grouped and reconstructed on its own with the same model, the
 same stitching and the same canvas frame (object pixels), and the Fourier ring correlation of
-the two objects is computed on the region both cover well (weight ≥ half the maximum in each):
+the two objects is computed on the bounding box of the pixels both cover (stitching weight ≥ 0.1
+of its maximum in each half):
 
 1. B is aligned to A by the least-squares complex scalar (global amplitude scale and phase);
-2. each image minus its mean is multiplied by a 2-D Hann window (apodization, so the cut edges
-   of the region do not correlate);
+2. apodization, so that the cut edges of the region do not correlate: each image minus its
+   (masked) mean is multiplied by the common soft mask sqrt(w_A · w_B) (each half's stitching
+   weight normalised to max 1: smooth, and 0 where either half has no patch) and by a 2-D Hann
+   window over the region;
 3. `metrics.frc` of the complex images, with the ½-bit threshold curve (van Heel & Schatz 2005,
    computed from the ring pixel counts) and the fixed 1/7 threshold; the first crossing of
    each gives a resolution in pixels⁻¹ (cycles/pixel) and in pixels (full period).
@@ -31,7 +34,6 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..io.device import resolve_device
-from ..metrics.alignment import align
 from ..metrics.frc import ONE_SEVENTH, FRCCrossing, frc, frc_resolution, half_bit_threshold, ring_counts
 from ..train.inputs import as_scan, scan_label
 from .core import _inference_data_config, load_any_model, reconstruct
@@ -43,6 +45,8 @@ log = logging.getLogger("ptychopinn")
 SPLIT = "interleaved: even / odd positions in scan order"
 #: smallest side (pixels) of the common region on which an FRC is computed
 MIN_REGION = 16
+#: a half covers a pixel when its stitching weight is ≥ this fraction of its maximum
+COVER_FRACTION = 0.1
 
 __all__ = ["HalfSetFRC", "half_set_frc", "split_interleaved", "subset_scan", "frc_of_images", "save_frc_plot", "SPLIT"]
 
@@ -53,7 +57,8 @@ class HalfSetFRC:
 
     frequencies: (K,) cycles/pixel; curve: (K,) FRC between the halves; half_bit: (K,) the ½-bit
     threshold curve; region: (row0, row1, col0, col1) in object-frame pixels of the compared
-    region; halves: the two compared images (complex128, B aligned to A, before apodization);
+    region; halves: the two compared images (complex128, as stitched, before alignment and apodization);
+    mask: (H, W) the soft mask sqrt(w_A · w_B) used in the apodization (0 where a half has no patch);
     truth_curve: (K,) FRC of the full reconstruction against the ground truth on the same region
     (None without truth).
     """
@@ -67,6 +72,7 @@ class HalfSetFRC:
     n_positions: tuple[int, int]
     n_groups: tuple[int, int]
     halves: tuple[np.ndarray, np.ndarray]
+    mask: np.ndarray
     truth_curve: np.ndarray | None = None
     truth_one_seventh_crossing: FRCCrossing | None = None
 
@@ -81,7 +87,7 @@ class HalfSetFRC:
             "n_positions": list(self.n_positions),
             "n_groups": list(self.n_groups),
             "region": {"rows": [self.region[0], self.region[1]], "cols": [self.region[2], self.region[3]], "frame": "object pixels"},
-            "apodization": "mean removed, 2-D Hann window",
+            "apodization": "masked mean removed, soft mask sqrt(w_A w_B), 2-D Hann window",
             "half_bit": crossing(self.half_bit_crossing),
             "one_seventh": crossing(self.one_seventh_crossing),
             "frequencies_per_px": self.frequencies.tolist(),
@@ -142,28 +148,40 @@ def subset_scan(scan: Any, rows: np.ndarray) -> Any:
     )
 
 
-def _apodize(image: np.ndarray) -> np.ndarray:
-    a = image - image.mean()
-    H, W = a.shape
-    return a * np.outer(np.hanning(H), np.hanning(W))
+def _apodize(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    total = mask.sum()
+    mean = (image * mask).sum() / total if total > 0 else image.mean()
+    H, W = image.shape
+    return (image - mean) * mask * np.outer(np.hanning(H), np.hanning(W))
 
 
-def frc_of_images(a: np.ndarray, b: np.ndarray, *, apodize: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _align_to(b: np.ndarray, a: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """α·b with α = argmin Σ m·|α·b − a|² (global amplitude scale and phase offset)."""
+    den = float((m * np.abs(b) ** 2).sum())
+    alpha = (m * np.conj(b) * a).sum() / den if den > 0 else 1.0
+    return alpha * b
+
+
+def frc_of_images(
+    a: np.ndarray, b: np.ndarray, *, mask: np.ndarray | None = None, apodize: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frequencies (K,) cycles/pixel, FRC curve (K,), ½-bit threshold (K,)) of two (H, W) images,
-    B aligned to A by the least-squares complex scalar, both apodized (mean removed, Hann window)."""
+    B aligned to A by the least-squares complex scalar, both apodized: (masked) mean removed,
+    times `mask` (H, W) in [0, 1] (default ones) and a 2-D Hann window."""
     a = np.asarray(a, dtype=np.complex128)
     b = np.asarray(b, dtype=np.complex128)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"frc_of_images takes two 2-D images of one shape, got {a.shape} and {b.shape}")
-    b = align(b, a)
+    m = np.ones(a.shape) if mask is None else np.asarray(mask, dtype=np.float64)
+    b = _align_to(b, a, m)
     if apodize:
-        a, b = _apodize(a), _apodize(b)
+        a, b = _apodize(a, m), _apodize(b, m)
     freqs, curve = frc(a, b)
     return freqs, curve, half_bit_threshold(ring_counts(a.shape))
 
 
 def _object_frame_box(rec: Any) -> tuple[int, int, int, int]:
-    box = covered_box(rec.weight)
+    box = covered_box(rec.weight, COVER_FRACTION)
     if box is None:
         raise DataError("half-set FRC: a half reconstruction covers no pixel")
     ox, oy = int(round(rec.origin[0])), int(round(rec.origin[1]))
@@ -171,10 +189,17 @@ def _object_frame_box(rec: Any) -> tuple[int, int, int, int]:
     return r0 + oy, r1 + oy, c0 + ox, c1 + ox
 
 
-def _cut(rec: Any, region: tuple[int, int, int, int]) -> np.ndarray:
+def _cut(rec: Any, region: tuple[int, int, int, int], what: str = "object") -> np.ndarray:
     ox, oy = int(round(rec.origin[0])), int(round(rec.origin[1]))
     r0, r1, c0, c1 = region
-    return rec.object[r0 - oy : r1 - oy, c0 - ox : c1 - ox]
+    return getattr(rec, what)[r0 - oy : r1 - oy, c0 - ox : c1 - ox]
+
+
+def _soft_mask(rec_a: Any, rec_b: Any, region: tuple[int, int, int, int]) -> np.ndarray:
+    """sqrt(w_A · w_B) on `region`, each weight normalised to max 1."""
+    wa = _cut(rec_a, region, "weight").astype(np.float64)
+    wb = _cut(rec_b, region, "weight").astype(np.float64)
+    return np.sqrt(wa / max(float(rec_a.weight.max()), 1e-30) * (wb / max(float(rec_b.weight.max()), 1e-30)))
 
 
 def half_set_frc(
@@ -223,7 +248,8 @@ def half_set_frc(
             f"a half-set FRC needs at least {MIN_REGION}x{MIN_REGION}"
         )
     a, b = _cut(rec_a, region), _cut(rec_b, region)
-    freqs, curve, half_bit = frc_of_images(a, b)
+    mask = _soft_mask(rec_a, rec_b, region)
+    freqs, curve, half_bit = frc_of_images(a, b, mask=mask)
     result = HalfSetFRC(
         frequencies=freqs,
         curve=curve,
@@ -233,14 +259,15 @@ def half_set_frc(
         region=tuple(int(v) for v in region),  # type: ignore[arg-type]
         n_positions=(int(rows_a.size), int(rows_b.size)),
         n_groups=(int(rec_a.n_groups), int(rec_b.n_groups)),
-        halves=(np.asarray(a, dtype=np.complex128), align(b, a)),
+        halves=(np.asarray(a, dtype=np.complex128), np.asarray(b, dtype=np.complex128)),
+        mask=mask,
     )
     truth = getattr(scan, "object", None)
     if full is not None and truth is not None:
         r0, r1, c0, c1 = region
         t = np.asarray(truth)
         if r0 >= 0 and c0 >= 0 and r1 <= t.shape[0] and c1 <= t.shape[1]:
-            _, tcurve, _ = frc_of_images(t[r0:r1, c0:c1], _cut(full, region))
+            _, tcurve, _ = frc_of_images(t[r0:r1, c0:c1], _cut(full, region), mask=mask)
             result.truth_curve = tcurve
             result.truth_one_seventh_crossing = frc_resolution(tcurve, ONE_SEVENTH, frequencies=freqs)
     log.info(

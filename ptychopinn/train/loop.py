@@ -213,7 +213,7 @@ def _restore_checkpoint(
     """Load `out_dir/checkpoint/` into the live objects; returns (epochs done, history)."""
     ckpt = out_dir / CHECKPOINT_DIR
     if not ckpt.is_dir():
-        raise ConfigError(f"{ckpt}: no checkpoint to resume from (train without resume first)")
+        raise ConfigError(f"{ckpt}: no checkpoint to resume from (resume=True needs a checkpoint; train without it first)")
     cfg_path = ckpt / "config.json"
     try:
         saved = json.loads(cfg_path.read_text(encoding="utf-8"))

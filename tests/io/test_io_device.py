@@ -23,7 +23,7 @@ def test_auto_without_cuda_logs_once(monkeypatch, caplog):
     device_mod._cpu_fallback_notice.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a log line, not a Python warning
-        with caplog.at_level(logging.WARNING, logger="ptychopinn"):
+        with caplog.at_level(logging.WARNING, logger="ptychopinn.device"):
             assert resolve_device("auto") == torch.device("cpu")
             assert resolve_device(None) == torch.device("cpu")
             assert resolve_device("auto") == torch.device("cpu")

@@ -12,7 +12,7 @@ import torch
 
 from ptychopinn.config import ModelConfig
 from ptychopinn.errors import ConfigError, DataError
-from ptychopinn.metrics.frc import ONE_SEVENTH, frc_resolution, half_bit_threshold, ring_counts
+from ptychopinn.metrics.frc import frc_resolution, half_bit_threshold, ring_counts
 
 
 class IndexModel(torch.nn.Module):
@@ -112,7 +112,9 @@ def test_identical_halves_give_frc_one_without_truth(tmp_path):
     assert h.curve[1:].min() > 0.999, h.curve.min()
     assert not h.half_bit_crossing.crossed and not h.one_seventh_crossing.crossed
     a, b = h.halves
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    covered = h.mask > 1e-2  # (the stitcher divides by weight + 1e-9: values fade where the weight is ~0)
+    assert covered.mean() > 0.9
+    np.testing.assert_allclose(a[covered], b[covered], rtol=1e-5, atol=1e-5)
     doc = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert set(doc) == {"frc_halves"}  # no truth: no amplitude/phase metrics
     entry = doc["frc_halves"]
