@@ -177,3 +177,25 @@ def test_overwrite_api(tmp_path):
     reconstruct(model, scan, device="cpu", out_dir=out, overwrite=True)
     assert not (out / "notes.txt").exists() and (out / "reconstruction.npz").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rec"]  # no temporaries left
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_reconstruction_files_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    """Every file of a reconstruction folder (npz, h5, PNGs, metrics.json) has the umask's mode."""
+    import os
+
+    from ptychopinn.reconstruct import reconstruct
+
+    truth = _white_object()
+    scan, xy = _grid_scan(None)
+    out = tmp_path / "rec"
+    old = os.umask(umask)
+    try:
+        reconstruct(IndexModel(_patches(truth, xy)), scan, device="cpu", frc_halves=True, out_dir=out)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == dir_mode
+    files = sorted(out.iterdir())
+    assert {p.name for p in files} >= {"reconstruction.npz", "reconstruction.h5", "metrics.json", "frc_halves.png", "amplitude.png"}
+    for p in files:
+        assert p.stat().st_mode & 0o777 == file_mode, (p.name, oct(p.stat().st_mode & 0o777))
