@@ -78,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
         h = rec.frc_halves
         parts = []
         for name, c in (("1/2-bit", h.half_bit_crossing), ("1/7", h.one_seventh_crossing)):
-            parts.append(f"{name} {c.frequency:.3f} px^-1 ({c.resolution_px:.1f} px)" if c.crossed else f"{name} not crossed")
+            if not c.crossed:
+                parts.append(f"{name} not crossed up to {c.frequency:.3f} px^-1")
+            elif c.frequency <= 0:
+                parts.append(f"{name} never reached (nothing resolved)")
+            else:
+                parts.append(f"{name} {c.frequency:.3f} px^-1 ({c.resolution_px:.1f} px)")
         print(f"half-set FRC: {', '.join(parts)} (curve in {out / 'metrics.json'}, plot {out / 'frc_halves.png'})")
     return 0
 

@@ -27,6 +27,7 @@ __all__ = [
     "strict_json_dumps",
     "check_output",
     "folder_mode",
+    "file_mode",
 ]
 
 
@@ -44,6 +45,12 @@ def _umask() -> int:
 
 def _default_file_mode() -> int:
     return 0o666 & ~_umask()
+
+
+def file_mode() -> int:
+    """Permission bits a new file gets under the process umask (0o644 for umask 022); for
+    writers that create their temporary with `tempfile.mkstemp` (0o600)."""
+    return _default_file_mode()
 
 
 def folder_mode() -> int:

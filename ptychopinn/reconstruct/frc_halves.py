@@ -13,13 +13,15 @@ of its maximum in each half):
    weight normalised to max 1: smooth, and 0 where either half has no patch) and by a 2-D Hann
    window over the region;
 3. `metrics.frc` of the complex images, with the ½-bit threshold curve (van Heel & Schatz 2005,
-   computed from the ring pixel counts) and the fixed 1/7 threshold; the first crossing of
-   each gives a resolution in pixels⁻¹ (cycles/pixel) and in pixels (full period).
+   computed from the ring pixel counts) and the fixed 1/7 threshold; the first downward
+   crossing of each (after the curve first reaches it: `crossing`) gives a resolution in
+   pixels⁻¹ (cycles/pixel) and in pixels (full period).
 
 Two halves that agree give FRC ≈ 1 at every frequency; where the halves only share noise-free
 structure up to some frequency the curve falls to ≈ 0 beyond it. The halves see half the data
-(and, at gridsize > 1, groups of neighbours twice as far apart), so the half-set FRC is a
-conservative estimate of the resolution of the full reconstruction.
+(and, at gridsize > 1, groups of neighbours twice as far apart), and errors both halves share
+do not lower the FRC: it is an estimate of the resolution of the full reconstruction, not a
+bound (docs/metrics.md).
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ MIN_REGION = 16
 #: a half covers a pixel when its stitching weight is ≥ this fraction of its maximum
 COVER_FRACTION = 0.1
 
-__all__ = ["HalfSetFRC", "half_set_frc", "split_interleaved", "subset_scan", "frc_of_images", "save_frc_plot", "SPLIT"]
+__all__ = ["HalfSetFRC", "half_set_frc", "split_interleaved", "subset_scan", "frc_of_images", "crossing", "save_frc_plot", "SPLIT"]
 
 
 @dataclass
@@ -180,6 +182,20 @@ def frc_of_images(
     return freqs, curve, half_bit_threshold(ring_counts(a.shape))
 
 
+def crossing(curve: np.ndarray, threshold: float | np.ndarray, frequencies: np.ndarray) -> FRCCrossing:
+    """First downward crossing of `threshold` by `curve`, after the first ring (≥ 1) where the
+    curve is at or above it — rings below the threshold before that (the ½-bit curve is ≈ 1 at
+    the smallest rings) are not a crossing. A curve never at or above the threshold gives
+    frequency 0 (resolution ∞, written as null): nothing is resolved."""
+    c = np.asarray(curve, dtype=np.float64)
+    t = np.broadcast_to(np.asarray(threshold, dtype=np.float64), c.shape)
+    above = np.nonzero(c[1:] >= t[1:])[0]
+    if above.size == 0:
+        return FRCCrossing(0.0, float("inf"), True)
+    k0 = int(above[0]) + 1
+    return frc_resolution(c[k0 - 1 :], t[k0 - 1 :], frequencies=np.asarray(frequencies)[k0 - 1 :])
+
+
 def _object_frame_box(rec: Any) -> tuple[int, int, int, int]:
     box = covered_box(rec.weight, COVER_FRACTION)
     if box is None:
@@ -254,8 +270,8 @@ def half_set_frc(
         frequencies=freqs,
         curve=curve,
         half_bit=half_bit,
-        half_bit_crossing=frc_resolution(curve, half_bit, frequencies=freqs),
-        one_seventh_crossing=frc_resolution(curve, ONE_SEVENTH, frequencies=freqs),
+        half_bit_crossing=crossing(curve, half_bit, freqs),
+        one_seventh_crossing=crossing(curve, ONE_SEVENTH, freqs),
         region=tuple(int(v) for v in region),  # type: ignore[arg-type]
         n_positions=(int(rows_a.size), int(rows_b.size)),
         n_groups=(int(rec_a.n_groups), int(rec_b.n_groups)),
@@ -269,7 +285,7 @@ def half_set_frc(
         if r0 >= 0 and c0 >= 0 and r1 <= t.shape[0] and c1 <= t.shape[1]:
             _, tcurve, _ = frc_of_images(t[r0:r1, c0:c1], _cut(full, region), mask=mask)
             result.truth_curve = tcurve
-            result.truth_one_seventh_crossing = frc_resolution(tcurve, ONE_SEVENTH, frequencies=freqs)
+            result.truth_one_seventh_crossing = crossing(tcurve, ONE_SEVENTH, freqs)
     log.info(
         "half-set FRC: 1/2-bit %s, 1/7 %s (%s)",
         _fmt(result.half_bit_crossing),
@@ -282,6 +298,8 @@ def half_set_frc(
 def _fmt(c: FRCCrossing) -> str:
     if not c.crossed:
         return f"not crossed up to {c.frequency:.3f} px^-1"
+    if c.frequency <= 0:
+        return "never reached"
     return f"{c.frequency:.3f} px^-1 ({c.resolution_px:.1f} px)"
 
 
@@ -299,14 +317,14 @@ def save_frc_plot(path: str | os.PathLike, result: HalfSetFRC, *, dpi: int = 100
     fig = Figure(figsize=(6.4, 4.2), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    f = result.frequencies
-    ax.plot(f, result.curve, color="C0", lw=1.8, label="half-set FRC (A vs B)")
-    ax.plot(f, result.half_bit, color="C1", ls="--", lw=1.2, label="½-bit threshold")
+    f = result.frequencies[1:]  # ring 0 (DC) is meaningless after the mean is removed
+    ax.plot(f, result.curve[1:], color="C0", lw=1.8, label="half-set FRC (A vs B)")
+    ax.plot(f, result.half_bit[1:], color="C1", ls="--", lw=1.2, label="½-bit threshold")
     ax.axhline(ONE_SEVENTH, color="C2", ls=":", lw=1.2, label="1/7 threshold")
     if result.truth_curve is not None:
-        ax.plot(f, result.truth_curve, color="C3", lw=1.2, alpha=0.8, label="full reconstruction vs truth")
+        ax.plot(f, result.truth_curve[1:], color="C3", lw=1.2, alpha=0.8, label="full reconstruction vs truth")
     for c, colour, name in ((result.half_bit_crossing, "C1", "½-bit"), (result.one_seventh_crossing, "C2", "1/7")):
-        if c.crossed:
+        if c.crossed and c.frequency > 0:
             ax.axvline(c.frequency, color=colour, lw=0.8, alpha=0.6)
             ax.annotate(f"{name}: {c.resolution_px:.1f} px", (c.frequency, 0.95), color=colour, fontsize=8, rotation=90,
                         ha="right", va="top")

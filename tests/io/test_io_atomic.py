@@ -197,3 +197,20 @@ def test_check_output(tmp_path):
     assert not (tmp_path / "missing_dir").exists()
     with pytest.raises(ConfigError, match="is a folder"):
         check_output(folder, overwrite=True, directory=False)
+
+
+@pytest.mark.parametrize("umask, file_mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_scan_writers_follow_the_umask(tmp_path, umask, file_mode):
+    """`simulate`'s NPZ and HDF5 scan files (data.save_scan / save_scan_h5) are not 0600."""
+    from ptychopinn.data import make_scan, save_scan, save_scan_h5
+    from ptychopinn.physics.probe import default_probe
+
+    scan = make_scan(diffraction=np.ones((3, 64, 64), np.float32), xcoords=np.arange(3.0), ycoords=np.arange(3.0),
+                     probeGuess=default_probe(64))
+    old = os.umask(umask)
+    try:
+        paths = [save_scan(tmp_path / "s.npz", scan), save_scan_h5(tmp_path / "s.h5", scan)]
+    finally:
+        os.umask(old)
+    for p in paths:
+        assert Path(p).stat().st_mode & 0o777 == file_mode, (p, oct(Path(p).stat().st_mode & 0o777))

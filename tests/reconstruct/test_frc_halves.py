@@ -86,6 +86,23 @@ def test_thresholds():
     assert frc_resolution(np.array([1, 0.9, 0.6, 0.2]), 0.5) == frc_resolution(np.array([1, 0.9, 0.6, 0.2]), np.full(4, 0.5))
 
 
+def test_crossing_starts_where_the_curve_reaches_the_threshold():
+    """The ½-bit curve is ≈ 1 at the smallest rings: a curve starting below it is not 'crossed' there."""
+    from ptychopinn.reconstruct.frc_halves import crossing
+
+    f = np.linspace(0, 0.5, 6)
+    thr = np.array([1.0, 0.8, 0.4, 0.3, 0.3, 0.3])
+    c = crossing(np.array([1.0, 0.6, 0.7, 0.5, 0.1, 0.0]), thr, f)
+    assert c.crossed and c.frequency == pytest.approx(0.3 + 0.1 * (0.2 / 0.4))  # between rings 3 and 4
+    never = crossing(np.array([1.0, 0.1, 0.1, 0.0, 0.0, 0.0]), thr, f)
+    assert never.crossed and never.frequency == 0.0 and never.resolution_px == float("inf")
+    from ptychopinn.io.atomic import strict_json_dumps
+
+    assert json.loads(strict_json_dumps({"r": never.resolution_px})) == {"r": None}
+    flat = crossing(np.ones(6), thr, f)
+    assert not flat.crossed and flat.frequency == 0.5
+
+
 def test_split_interleaved_and_subset_view():
     from ptychopinn.reconstruct.frc_halves import split_interleaved, subset_scan
 
