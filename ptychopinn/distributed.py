@@ -203,7 +203,9 @@ def contiguous_shard(n: int, rank: int, world_size: int) -> tuple[int, int]:
     return (rank * n) // world_size, ((rank + 1) * n) // world_size
 
 
-def normalization_factor(diffraction: Any, indices: np.ndarray, device: torch.device | None = None) -> np.float32:
+def normalization_factor(
+    diffraction: Any, indices: np.ndarray, device: torch.device | None = None, *, bad_pixels: np.ndarray | None = None
+) -> np.float32:
     """`data.normalization_factor(diffraction, indices)` with each rank reading only its share.
 
     The distinct patterns are split into contiguous blocks of sorted rows; each rank sums the
@@ -216,14 +218,14 @@ def normalization_factor(diffraction: Any, indices: np.ndarray, device: torch.de
 
     info = current()
     if info is None:
-        return plain(diffraction, indices)
+        return plain(diffraction, indices, bad_pixels=bad_pixels)
     M, N = int(diffraction.shape[0]), int(diffraction.shape[-1])
     flat = np.asarray(indices).reshape(-1)
     if flat.size == 0 or flat.dtype.kind not in "iu" or flat.min() < 0 or flat.max() >= M:
         raise DataError(f"normalisation indices must be a non-empty integer array within [0, {M})")
     rows, counts = np.unique(flat, return_counts=True)
     a, b = contiguous_shard(rows.size, info.rank, info.world_size)
-    energy = pattern_energy(diffraction, rows[a:b])
+    energy = pattern_energy(diffraction, rows[a:b], bad_pixels=bad_pixels)
     part = torch.tensor([float(energy @ counts[a:b]), float(counts[a:b].sum())], dtype=torch.float64, device=device)
     all_reduce_sum(part)
     mean = float(part[0]) / float(part[1])

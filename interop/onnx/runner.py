@@ -98,18 +98,25 @@ def _group(scan: Any, info: OnnxModelInfo) -> Any:
 
 
 def _batches(scan: Any, groups: Any, scale: np.float32, batch_size: int, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield (group numbers b, x (b, C, N, N) float32 = d · scale, offsets (b, C, 2) float32).
+    """Yield (group numbers b, x (b, C, N, N) float32 = fill(d) · scale, offsets (b, C, 2) float32).
 
-    Patterns are read `chunk` groups at a time with one sorted gather (as `GroupDataset.batch`).
+    Patterns are read `chunk` groups at a time with one sorted gather (as `GroupDataset.batch`);
+    bad pixels are filled with `data.badpixels.BadPixelFill`, the function GroupDataset uses.
     """
+    from ptychopinn.data.badpixels import BadPixelFill
+
     n = groups.n_groups
     N = scan.N
+    bad = getattr(scan, "bad_pixels", None)
+    fill = None if bad is None else BadPixelFill(bad)
     offsets_all = groups.relative.astype(np.float32)
     for cs in range(0, n, chunk):
         ce = min(cs + chunk, n)
         idx = groups.indices[cs:ce]
         uniq, inverse = np.unique(idx.reshape(-1), return_inverse=True)
-        patterns = np.asarray(scan.diffraction[uniq], dtype=np.float32)
+        patterns = np.ascontiguousarray(scan.diffraction[uniq], dtype=np.float32)
+        if fill is not None:
+            fill(patterns, out=patterns)
         inverse = inverse.reshape(idx.shape)
         for s in range(cs, ce, batch_size):
             e = min(s + batch_size, ce)
@@ -132,6 +139,7 @@ def run_onnx(
     formats: Sequence[str] = ("npz", "h5"),
     images: bool = True,
     overwrite: bool = False,
+    load: Any = None,
 ) -> OnnxReconstruction:
     """Reconstruct the whole object of a scan with an exported `.onnx` model.
 
@@ -144,9 +152,13 @@ def run_onnx(
     overwrite: an existing non-empty `out_dir` is refused (ConfigError, before any work) unless
     True; then it is replaced as a whole. Without ground truth in the scan nothing changes:
     the runner writes no metrics.
+    load: `data.LoadOptions` for a scan path (diffraction units, pixel size, detector
+    crop/bin; `crop_detector` crops to the model's N). Bad pixels are excluded from the
+    normalisation and filled at the input exactly as in `ptychopinn.reconstruct`.
     """
     from ptychopinn.data import load_scan, normalization_factor
     from ptychopinn.io.atomic import check_output
+    from ptychopinn.data.detector import size_hint
 
     t0 = time.perf_counter()
     if out_dir is not None:
@@ -157,15 +169,17 @@ def run_onnx(
         raise ConfigError(f"chunk must be >= 1 groups, got {chunk}")
     session, info = open_session(model, providers, threads=threads)
     if isinstance(scan_or_path, (str, os.PathLike)):
-        scan = load_scan(scan_or_path, mmap=chunk is not None)
+        scan = load_scan(scan_or_path, mmap=chunk is not None, options=None if load is None else load.for_size(info.N))
     elif hasattr(scan_or_path, "diffraction") and hasattr(scan_or_path, "xcoords"):
+        if load is not None and not load.is_default:
+            raise ConfigError("load options (--diffraction-units, --pixel-size, --crop-detector, --bin) apply to scan files; pass them to data.load_scan for an in-memory Scan")
         scan = scan_or_path
     else:
         raise DataError(f"expected a scan file path or a ptychopinn.data.Scan, got {type(scan_or_path).__name__}")
     label = _label(scan)
     N = info.N
     if scan.N != N:
-        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}")
+        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}" + size_hint(scan.N, N))
     crop = info.stitch_crop if crop is None else int(crop)
     if not 1 <= crop <= N:
         raise ConfigError(f"crop must be in [1, {N}], got {crop}")
@@ -173,7 +187,7 @@ def run_onnx(
     groups = _group(scan, info)
     if groups.n_groups == 0:
         raise DataError(f"{label}: no groups to reconstruct")
-    factor = float(normalization_factor(scan.diffraction, groups.indices))
+    factor = float(normalization_factor(scan.diffraction, groups.indices, bad_pixels=getattr(scan, "bad_pixels", None)))
     scale = np.float32(factor * float(info.intensity_scale))  # GroupDataset: x *= float32(f · s)
 
     centres = np.asarray(groups.centres, dtype=np.float64)
@@ -269,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of ONNX Runtime (default: all cores)")
     p.add_argument("--format", default="npz,h5", help="output formats, comma-separated: npz, h5 (default both)")
     p.add_argument("--no-images", action="store_true", help="do not write amplitude/phase PNGs")
+    p.add_argument("--diffraction-units", default=None, metavar="UNITS",
+                   help="counts or amplitude: what 'diffraction' holds (default: the file's declaration, else integers = counts)")
+    p.add_argument("--pixel-size", default=None, metavar="M", help="positions are metres; metres per object pixel")
+    p.add_argument("--crop-detector", action="store_true", help="crop frames larger than the model's N around the pattern centroid")
+    p.add_argument("--bin", default=None, metavar="B", help="sum BxB detector pixel blocks (counts) before use")
     return p
 
 
@@ -285,10 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not formats or any(f not in ("npz", "h5") for f in formats):
             raise ConfigError(f"--format must list npz and/or h5, got {args.format!r}")
+        from ptychopinn.cli.train import one_line_warnings
+        from ptychopinn.data.scan import load_options_from_flags
+
+        one_line_warnings("ptychopinn-onnx")
+        load = load_options_from_flags(args.diffraction_units, args.pixel_size, args.crop_detector, args.bin)
         rec = run_onnx(
             args.model,
             args.scan,
             args.out,
+            load=load,
             providers=args.providers,
             batch_size=args.batch_size,
             chunk=args.chunk,

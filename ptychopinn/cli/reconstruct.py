@@ -5,7 +5,7 @@ import argparse
 
 from ..errors import ConfigError
 from ..reconstruct.geometry import INFERENCE_SEED
-from .train import number, required_path, setup_logging
+from .train import add_load_arguments, load_options, number, required_path, setup_logging
 
 HELP = "reconstruct the object of a scan with a trained model (native dir/zip or legacy wts.h5.zip)"
 
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--seed", default=None, metavar="S", help=f"grouping seed (default {INFERENCE_SEED}, the inference seed; native models)")
     a("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, mps")
     a("--quiet", action="store_true", default=False, help="no progress bar")
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet and main,
             overwrite=bool(args.overwrite),
             frc_halves=bool(args.frc_halves),
+            load=load_options(args),
         )
     if not main:
         return 0

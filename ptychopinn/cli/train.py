@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,6 +52,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--probe-mask", action=_BOOL, default=None, help="multiply the exit wave by the probe disc (default off)")
     a("--amp-activation", metavar="ACT", help="amplitude activation: sigmoid (default), swish, softplus, relu")
     a("--quiet", action="store_true", default=False, help="no progress bar and no per-epoch log lines")
+    add_load_arguments(parser)
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """--diffraction-units, --pixel-size, --crop-detector, --bin (how the scan file is read)."""
+    a = parser.add_argument
+    a("--diffraction-units", metavar="UNITS",
+      help="counts or amplitude: what 'diffraction' holds (default: the file's declaration, else integer dtypes = counts, floats = amplitudes); beats file metadata")
+    a("--pixel-size", metavar="M", help="the positions are metres: metres per object pixel (default: pixels, or the file's metadata)")
+    a("--crop-detector", action=_BOOL, default=None, help="crop frames larger than the model's N around the mean-pattern centroid")
+    a("--bin", metavar="B", help="sum BxB blocks of detector pixels (counts) first, e.g. 128x128 frames --bin 2 for N=64")
+
+
+def one_line_warnings(prog: str = "ptychopinn") -> None:
+    """Print Python warnings (e.g. the data-loading ones) as one line `PROG: warning: ...` (once per process)."""
+    if getattr(warnings.formatwarning, "_ptychopinn_cli", False):
+        return
+
+    def _format(message: Any, category: Any, filename: Any, lineno: Any, line: Any = None) -> str:
+        return f"{prog}: warning: {' '.join(str(message).split())}\n"
+
+    _format._ptychopinn_cli = True  # type: ignore[attr-defined]
+    warnings.formatwarning = _format
+
+
+def load_options(args: argparse.Namespace) -> Any:
+    """`data.LoadOptions` from the parsed load flags (and one-line warnings for the run)."""
+    from ..data.scan import load_options_from_flags
+
+    one_line_warnings()
+    return load_options_from_flags(
+        getattr(args, "diffraction_units", None), getattr(args, "pixel_size", None),
+        bool(getattr(args, "crop_detector", False)), getattr(args, "bin", None),
+    )
 
 
 def number(flag: str, value: Any, kind: Callable[[Any], Any]) -> Any:
@@ -106,8 +141,14 @@ def check_nphotons_flag(data_path: Path, nphotons: float | None) -> None:
     if nphotons is None:
         return
     from ..data import load_scan
+    from ..errors import PtychoPINNError
 
-    meta = load_scan(data_path, check_values=False).metadata
+    try:
+        with warnings.catch_warnings():  # the training run itself reports the scan's warnings
+            warnings.simplefilter("ignore")
+            meta = load_scan(data_path, check_values=False).metadata
+    except PtychoPINNError:
+        return  # the training run reports a bad scan file itself
     value = meta.get("nphotons") if isinstance(meta, dict) else None
     if value is None:
         return
@@ -204,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
             main = info is None or info.is_main
             setup_logging(args.quiet or not main)
             result = train(
-                data_path, model_cfg, data_cfg, train_cfg, out_dir=out, resume=bool(args.resume), progress=not args.quiet and main
+                data_path, model_cfg, data_cfg, train_cfg, out_dir=out, resume=bool(args.resume), progress=not args.quiet and main,
+                load=load_options(args),
             )
     except KeyboardInterrupt:
         if main:

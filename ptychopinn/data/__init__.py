@@ -10,6 +10,7 @@ from ptychopinn._lazy import lazy_exports
 
 _LAZY = {
     "Scan": "scan",
+    "LoadOptions": "scan",
     "load_scan": "scan",
     "make_scan": "scan",
     "save_scan": "scan",
@@ -19,6 +20,9 @@ _LAZY = {
     "group_scan": "grouping",
     "split_by_region": "grouping",
     "normalization_factor": "normalize",
+    "BadPixelFill": "badpixels",
+    "fill_bad_pixels": "badpixels",
+    "DetectorTransform": "detector",
     "object_patches": "labels",
     "GroupDataset": "torch_dataset",
 }

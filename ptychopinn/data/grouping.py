@@ -126,7 +126,7 @@ def _neighbour_groups(xy: np.ndarray, seeds: np.ndarray, K: int, C: int, rng: np
     return np.take_along_axis(pool, pick, axis=1)
 
 
-def group_scan(scan_or_coords: Any, config: DataConfig) -> Groups:
+def group_scan(scan_or_coords: Any, config: DataConfig, *, N: int | None = None) -> Groups:
     """Group scan positions (spec §1.3) deterministically for `config.seed`.
 
     scan_or_coords: a `Scan`, an `(M, 2)` array `[x, y]`, or a tuple `(x, y)` of `(M,)` arrays.
@@ -136,6 +136,10 @@ def group_scan(scan_or_coords: Any, config: DataConfig) -> Groups:
     C distinct positions drawn at random among the seed's K = `neighbor_count` nearest *other*
     positions (the seed is not in its own group); with fewer than C neighbours the seed is added,
     and the draw repeats positions if still short.
+
+    N: the detector (patch) size, default `scan.N` for a `Scan`. When an in-group offset exceeds
+    N/2 the patterns of a group no longer overlap (a scan too sparse for this gridsize): a one-line
+    warning, since the model's in-group reassembly then produces meaningless amplitudes.
     """
     xy, start = _coords_of(scan_or_coords)
     M = xy.shape[0]
@@ -156,6 +160,16 @@ def group_scan(scan_or_coords: Any, config: DataConfig) -> Groups:
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     coords = xy[indices]
     centres = coords.mean(axis=1)
+    if N is None and hasattr(scan_or_coords, "diffraction"):
+        N = int(scan_or_coords.diffraction.shape[-1])
+    if C > 1 and N is not None:
+        reach = float(np.abs(coords - centres[:, None, :]).max())
+        if reach > N / 2:
+            warnings.warn(
+                f"group offsets reach {reach:.1f} px, more than N/2 = {N / 2:g}: the scan is too sparse for "
+                f"gridsize {config.gridsize} (the patterns of a group do not overlap); use gridsize 1 or a denser scan",
+                stacklevel=2,
+            )
     coords_s = start[indices]
     centres_s = coords_s.mean(axis=1)
     return Groups(

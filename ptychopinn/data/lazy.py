@@ -88,18 +88,27 @@ class LazyArray:
     `source` is an `np.ndarray`/`np.memmap` or an `H5Source` holding the raw stored layout;
     `legacy` means it is stored `(N, N, M)` (first axis of this view = last stored axis);
     `squeeze` drops a trailing singleton axis; `dtype` is the dtype returned by reads.
+    `transform` (e.g. `detector.DetectorTransform`: counts → sqrt, crop, bin) maps each block of
+    rows `(k, S, S)` in the contract layout to `(k, n, n)`, `n = transform.out_size(S)`; it is
+    applied per read, so the stored array is never materialised.
     """
 
-    def __init__(self, source: Any, dtype: Any, *, legacy: bool = False, squeeze: bool = False) -> None:
+    def __init__(
+        self, source: Any, dtype: Any, *, legacy: bool = False, squeeze: bool = False, transform: Any = None
+    ) -> None:
         self.source = source
         self.dtype = np.dtype(dtype)
         self.legacy = legacy
         self.squeeze = squeeze
+        self.transform = transform
         shape = tuple(int(s) for s in source.shape)
         if squeeze:
             shape = shape[:-1]
         if legacy:
             shape = (shape[-1], *shape[:-1])
+        if transform is not None:
+            n = int(transform.out_size(shape[-1]))
+            shape = (*shape[:-2], n, n)
         self.shape: tuple[int, ...] = shape
 
     # --- pickling: memory maps travel as (file, offset) so DataLoader workers re-map them -----
@@ -128,6 +137,16 @@ class LazyArray:
         return int(np.prod(self.shape))
 
     @property
+    def row_nbytes(self) -> int:
+        """Working bytes per row of one read: the output row, or with a transform the stored
+        frame plus its float64 working copy (what chunked scans must budget for)."""
+        out = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        if self.transform is None:
+            return out
+        frame = int(np.prod(self.source.shape)) // max(1, int(self.shape[0]))
+        return max(out, frame * (np.dtype(self.source.dtype).itemsize + 8))
+
+    @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
@@ -150,6 +169,8 @@ class LazyArray:
             else:
                 key, rest = key[0], key[1:]
         out = self._read_first_axis(key)
+        if self.transform is not None:
+            out = self.transform(out)
         if rest:
             lead = (slice(None),) if out.ndim == self.ndim else ()
             out = out[lead + rest] if lead else out[rest]
@@ -216,7 +237,7 @@ def _is_view(a: np.ndarray) -> bool:
 def iter_chunks(array: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(start, rows)` blocks covering the first axis of a (lazy) array."""
     shape = tuple(array.shape)
-    row_bytes = max(1, int(np.prod(shape[1:])) * np.dtype(array.dtype).itemsize)
+    row_bytes = max(1, int(getattr(array, "row_nbytes", 0)) or int(np.prod(shape[1:])) * np.dtype(array.dtype).itemsize)
     step = max(1, chunk_bytes // row_bytes)
     for start in range(0, shape[0], step):
         yield start, np.asarray(array[start : start + step])

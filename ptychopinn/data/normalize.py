@@ -1,6 +1,12 @@
 """Dataset normalisation factor (spec §2.1), computed without copying the grouped patterns.
 
-    f = sqrt((N/2)² / mean_{b,c} Σ_{h,w} d[indices[b, c]]²)
+    f = sqrt((N/2)² / mean_{b,c} Σ_{(h,w) measured} d[indices[b, c]]²)
+
+"Measured" = every pixel when the scan has no bad-pixel mask (then this is exactly the legacy
+formula, bit for bit: the same float64 einsum over the whole pattern), else the pixels where
+`bad_pixels` is False — a flagged hot pixel never changes f. The target (N/2)² is not rescaled
+by the measured fraction: masked pixels are few (hot pixels, gaps) and their fill at the network
+input is an interpolation of their neighbours, not extra energy.
 
 The mean runs over every (group, channel) occurrence, so a pattern used by several groups counts
 once per use. Each distinct pattern is read once (in sorted chunks, friendly to memory maps and
@@ -19,23 +25,41 @@ from .lazy import CHUNK_BYTES
 __all__ = ["normalization_factor", "pattern_energy"]
 
 
-def pattern_energy(diffraction: Any, rows: np.ndarray, *, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
-    """(len(rows),) float64 Σ_{h,w} d² of the patterns `rows` (sorted rows read fastest)."""
+def pattern_energy(
+    diffraction: Any, rows: np.ndarray, *, chunk_bytes: int = CHUNK_BYTES, bad_pixels: np.ndarray | None = None
+) -> np.ndarray:
+    """(len(rows),) float64 Σ d² over the measured pixels of the patterns `rows` (sorted rows read fastest).
+
+    bad_pixels: `(N, N)` bool, True = not measured (excluded); None = every pixel.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     N = int(diffraction.shape[-1])
-    step = max(1, chunk_bytes // max(1, N * N * 4))
+    step = max(1, chunk_bytes // max(1, int(getattr(diffraction, "row_nbytes", 0)) or N * N * 4))
     out = np.empty(rows.size, dtype=np.float64)
+    valid = None if bad_pixels is None else ~_mask(bad_pixels, N)
     for start in range(0, rows.size, step):
         block = np.asarray(diffraction[rows[start : start + step]], dtype=np.float64)
-        out[start : start + step] = np.einsum("bhw,bhw->b", block, block)
+        if valid is None:
+            out[start : start + step] = np.einsum("bhw,bhw->b", block, block)
+        else:
+            sel = block[:, valid]  # (b, n_measured)
+            out[start : start + step] = np.einsum("bp,bp->b", sel, sel)
     return out
 
 
-def normalization_factor(diffraction: Any, indices: Any = None) -> np.float32:
-    """f such that the mean per-occurrence Σ (f·d)² equals (N/2)².
+def _mask(bad_pixels: np.ndarray, N: int) -> np.ndarray:
+    bad = np.asarray(bad_pixels)
+    if bad.shape != (N, N) or bad.dtype != bool:
+        raise DataError(f"bad_pixels has shape {bad.shape} {bad.dtype}, expected (N, N) = ({N}, {N}) bool")
+    return bad
+
+
+def normalization_factor(diffraction: Any, indices: Any = None, *, bad_pixels: np.ndarray | None = None) -> np.float32:
+    """f such that the mean per-occurrence Σ_measured (f·d)² equals (N/2)².
 
     diffraction: (M, N, N) amplitudes (array or lazy array). indices: (B, C) (or any shape)
     integer pattern indices of the grouped set; None means every pattern once.
+    bad_pixels: `(N, N)` bool (True = not measured) excluded from the sums (`Scan.bad_pixels`).
     """
     M = int(diffraction.shape[0])
     N = int(diffraction.shape[-1])
@@ -48,7 +72,7 @@ def normalization_factor(diffraction: Any, indices: Any = None) -> np.float32:
         if flat.min() < 0 or flat.max() >= M:
             raise DataError(f"normalisation indices out of range [0, {M})")
         rows, counts = np.unique(flat, return_counts=True)
-    energy = pattern_energy(diffraction, rows)
+    energy = pattern_energy(diffraction, rows, bad_pixels=bad_pixels)
     total = float(energy.sum()) if counts is None else float(energy @ counts)
     occurrences = rows.size if counts is None else int(counts.sum())
     mean = total / occurrences

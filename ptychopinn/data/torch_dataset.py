@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .badpixels import BadPixelFill
 from .grouping import Groups
 from .labels import object_patches
 from .scan import Scan
@@ -22,8 +23,10 @@ __all__ = ["GroupDataset"]
 class GroupDataset(Dataset):
     """Dataset of groups: item b is a dict of CPU tensors
 
-    x: (C, N, N) float32 = scale · diffraction[indices[b]] — model input in sqrt-photon units
-        when `scale = f · s` (normalisation factor × intensity scale, spec §2);
+    x: (C, N, N) float32 = scale · fill(diffraction[indices[b]]) — model input in sqrt-photon
+        units when `scale = f · s` (normalisation factor × intensity scale, spec §2); `fill`
+        replaces the scan's bad pixels by the mean of their measured 4-neighbours
+        (`badpixels.BadPixelFill`; identity without a mask);
     offsets: (C, 2) float32 `[x, y]` in-group offsets `groups.relative[b]`
         (`groups.relative_start[b]` when `start_offsets`);
     centre: (2,) float32 group centre `[x, y]` (object pixels);
@@ -34,6 +37,11 @@ class GroupDataset(Dataset):
 
     The default `DataLoader` collate stacks these into `(B, C, N, N)`, `(B, C, 2)`, `(B, 2)`, `(B,)`.
     `__getitems__` reads a whole batch with one sorted gather.
+
+    Bad pixels: `self.valid` is the `(N, N)` bool tensor `~scan.bad_pixels` (True = measured), or
+    None when the scan has no mask; `batch()` dicts carry it as `"valid"` (the same `(N, N)`
+    tensor for the whole batch, absent without a mask) so the loss can exclude those pixels.
+    Per-item dicts (`__getitem__`) hold per-group tensors only.
     """
 
     def __init__(
@@ -63,6 +71,10 @@ class GroupDataset(Dataset):
         self.labels = labels
         self._offsets = (groups.relative_start if start_offsets else groups.relative).astype(np.float32)
         self._centres = groups.centres.astype(np.float32)
+        bad = getattr(scan, "bad_pixels", None)
+        self.bad_pixels = None if bad is None else np.asarray(bad, dtype=bool)
+        self._fill = None if self.bad_pixels is None else BadPixelFill(self.bad_pixels)
+        self.valid = None if self.bad_pixels is None else torch.from_numpy(~self.bad_pixels)
 
     def __len__(self) -> int:
         return self.groups.n_groups
@@ -75,6 +87,9 @@ class GroupDataset(Dataset):
         flat = idx.reshape(-1)
         uniq, inverse = np.unique(flat, return_inverse=True)  # sorted reads (memmap / HDF5 friendly)
         patterns = np.asarray(self.scan.diffraction[uniq], dtype=np.float32)
+        if self._fill is not None:
+            patterns = np.ascontiguousarray(patterns)
+            self._fill(patterns, out=patterns)  # in place: the gather is a fresh array
         x = patterns[inverse.reshape(-1)].reshape(idx.shape + (N, N))
         x *= np.float32(self.scale)
         out = {
@@ -85,6 +100,8 @@ class GroupDataset(Dataset):
         }
         if self.labels:
             out["labels"] = torch.from_numpy(self._labels(b, idx))
+        if self.valid is not None:
+            out["valid"] = self.valid
         return out
 
     def _labels(self, b: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -99,10 +116,12 @@ class GroupDataset(Dataset):
         if not -n <= int(b) < n:
             raise IndexError(f"group {b} out of range for {n} groups")
         item = self.batch([int(b) % n])
+        item.pop("valid", None)  # shared by all groups: `self.valid`
         return {k: v[0] for k, v in item.items()}
 
     def __getitems__(self, which: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         batch = self.batch(which)
+        batch.pop("valid", None)
         return [{k: v[i] for k, v in batch.items()} for i in range(len(which))]
 
     def __repr__(self) -> str:

@@ -129,6 +129,7 @@ def reconstruct(
     progress: bool = False,
     overwrite: bool = False,
     frc_halves: bool = False,
+    load: Any = None,
 ) -> Reconstruction:
     """Reconstruct the whole object of a scan with a trained model.
 
@@ -151,6 +152,9 @@ def reconstruct(
     each rank predicts and stitches a contiguous block of groups into its own numerator/weight
     canvases, which are summed over ranks (all_reduce); every rank returns the same object,
     rank 0 alone computes metrics and writes `out_dir`. Barycentric stitching only.
+
+    load: `data.LoadOptions` for a scan path (diffraction units, pixel size, detector crop/bin).
+    Bad pixels (`scan.bad_pixels`) are excluded from the normalisation and filled at the input.
     """
     from .. import distributed as dist_
 
@@ -159,7 +163,7 @@ def reconstruct(
     prepared: Any = None
     try:
         _check_request(out_dir, overwrite, frc_halves, stitch)
-        prepared = _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info)
+        prepared = _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load)
     except PtychoPINNError as exc:
         error = exc
     if info is not None:
@@ -168,9 +172,9 @@ def reconstruct(
         raise error
     scan, net, groups, crop, dev = prepared
     if info is None:
-        factor = float(_normalization_factor(scan.diffraction, groups.indices))
+        factor = float(_normalization_factor(scan.diffraction, groups.indices, scan.bad_pixels))
     else:  # each rank reads only its share of the patterns
-        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, dev))
+        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, dev, bad_pixels=scan.bad_pixels))
     scale = float(net.intensity_scale)
     from ..data import GroupDataset
 
@@ -242,14 +246,14 @@ def _check_request(out_dir: Any, overwrite: bool, frc_halves: bool, stitch: str)
             raise ConfigError('frc_halves=True writes frc_halves.png, which needs matplotlib (pip install "ptychopinn[plot]")') from None
 
 
-def _normalization_factor(diffraction: Any, indices: np.ndarray) -> Any:
-    """`data.normalization_factor` (single process)."""
+def _normalization_factor(diffraction: Any, indices: np.ndarray, bad_pixels: Any = None) -> Any:
+    """`data.normalization_factor` (single process; bad pixels excluded)."""
     from ..data import normalization_factor
 
-    return normalization_factor(diffraction, indices)
+    return normalization_factor(diffraction, indices, bad_pixels=bad_pixels)
 
 
-def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info):
+def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load=None):
     """Validated (scan, module, groups, crop, device); identical answers on every rank."""
     from .. import data
     from .. import distributed as dist_
@@ -264,13 +268,15 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
     if info is not None and stitch == "tf":
         raise ConfigError("stitch='tf' (legacy reassemble_position) runs in one process only; use stitch='barycentric' under torchrun")
     dev = resolve_device(device) if info is None else dist_.rank_device(device, info.local_rank)
-    scan = as_scan(scan_or_path)
-    label = scan_label(scan)
     net, extra = load_any_model(model, dev)
     cfg = net.config
     N = int(cfg.N)
+    from ..data.detector import size_hint
+
+    scan = as_scan(scan_or_path, load, N)
+    label = scan_label(scan)
     if scan.N != N:
-        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}")
+        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}" + size_hint(scan.N, N))
     if crop is None:
         crop = TF_CROP if stitch == "tf" else default_crop(N)
     if not 1 <= int(crop) <= N:

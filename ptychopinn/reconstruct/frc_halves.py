@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ class _Rows:
         self.shape = (int(self.rows.size), *tuple(int(s) for s in base.shape[1:]))
         self.dtype = getattr(base, "dtype", None)
         self.ndim = len(self.shape)
+        self.row_nbytes = int(getattr(base, "row_nbytes", 0) or 0)  # bytes read per row (chunked passes)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -228,20 +230,22 @@ def half_set_frc(
     weight: str = "probe",
     device: Any = "auto",
     full: Any = None,
+    load: Any = None,
 ) -> HalfSetFRC:
     """Half-set FRC of a scan (no ground truth needed); see the module docstring for the method.
 
     model, scan_or_path, data_config, batch_size, crop, weight, device: as `reconstruct`
     (barycentric stitching). data_config.n_groups, when set, is halved for each half. full: the
     `Reconstruction` of the whole scan; with it and a scan `objectGuess`, the FRC of the full
-    reconstruction against the truth on the same region is added (`truth_curve`).
+    reconstruction against the truth on the same region is added (`truth_curve`). load:
+    `data.LoadOptions` for a scan path (as `reconstruct`).
     """
     if weight not in ("probe", "uniform"):
         raise ConfigError(f"weight must be 'probe' or 'uniform', got {weight!r}")
-    scan = as_scan(scan_or_path)
-    label = scan_label(scan)
     dev = resolve_device(device)
     net, extra = load_any_model(model, dev)
+    scan = as_scan(scan_or_path, load, int(net.config.N))
+    label = scan_label(scan)
     dcfg = _inference_data_config(net, extra, data_config)
     if dcfg.n_groups is not None:
         dcfg = dataclasses.replace(dcfg, n_groups=max(1, dcfg.n_groups // 2))
@@ -250,11 +254,15 @@ def half_set_frc(
         raise DataError(f"{label}: {M} scan positions are too few for a half-set FRC (each half needs a group)")
     rows_a, rows_b = split_interleaved(M)
     halves = []
-    for rows in (rows_a, rows_b):
-        halves.append(
-            reconstruct(net, subset_scan(scan, rows), data_config=dcfg, batch_size=batch_size, stitch="barycentric",
-                        crop=crop, weight=weight, device=dev)  # type: ignore[arg-type]
-        )
+    with warnings.catch_warnings(record=True) as caught:  # e.g. "too sparse for gridsize 2": said once, below
+        warnings.simplefilter("always")
+        for rows in (rows_a, rows_b):
+            halves.append(
+                reconstruct(net, subset_scan(scan, rows), data_config=dcfg, batch_size=batch_size, stitch="barycentric",
+                            crop=crop, weight=weight, device=dev)  # type: ignore[arg-type]
+            )
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        log.warning("half-set FRC, a half (every other position): %s", message)
     rec_a, rec_b = halves
     ba, bb = _object_frame_box(rec_a), _object_frame_box(rec_b)
     region = (max(ba[0], bb[0]), min(ba[1], bb[1]), max(ba[2], bb[2]), min(ba[3], bb[3]))

@@ -22,13 +22,23 @@ log = logging.getLogger("ptychopinn")
 DEFAULT_PROBE_SCALE = 4.0
 
 
-def as_scan(scan_or_path: Any) -> Any:
-    """A `data.Scan` from a Scan or a path to an NPZ/HDF5 scan file (loaded lazily)."""
+def as_scan(scan_or_path: Any, load: Any = None, N: int | None = None) -> Any:
+    """A `data.Scan` from a Scan or a path to an NPZ/HDF5 scan file (loaded lazily).
+
+    load: `data.LoadOptions` for a path (units, pixel size, detector crop/bin), or None;
+    N: the model's size, which `crop_detector` crops to.
+    """
     from .. import data
 
     if isinstance(scan_or_path, (str, os.PathLike)):
-        return data.load_scan(scan_or_path)
+        if load is not None and N is not None:
+            load = load.for_size(N)
+        return data.load_scan(scan_or_path, options=load)
     if hasattr(scan_or_path, "diffraction") and hasattr(scan_or_path, "xcoords"):
+        if load is not None and not load.is_default:
+            from ..errors import ConfigError
+
+            raise ConfigError("load options (--diffraction-units, --pixel-size, --crop-detector, --bin) apply to scan files; pass them to data.load_scan for an in-memory Scan")
         return scan_or_path
     raise DataError(f"expected a scan file path or a ptychopinn.data.Scan, got {type(scan_or_path).__name__}")
 

@@ -327,6 +327,7 @@ def train(
     out_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    load: Any = None,
 ) -> TrainResult:
     """Train a PtychoPINN on one scan; returns a `TrainResult` (model, history, f, s, ...).
 
@@ -342,13 +343,16 @@ def train(
     rank-strided slice of each global batch, weights its loss by its share of the batch, and
     DistributedDataParallel averages the gradients, so the model equals the single-process one up
     to float reduction order. Only rank 0 writes files, logs and shows progress.
+
+    load: `data.LoadOptions` for reading a scan path (diffraction units, pixel size, detector
+    crop/bin); the scan's bad pixels are excluded from the normalisation and filled at the input.
     """
     from .. import distributed as dist_
 
     info = dist_.current()
     error: BaseException | None = None
     try:
-        setup = _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info)
+        setup = _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info, load)
     except PtychoPINNError as exc:
         error, setup = exc, None
     if info is not None:
@@ -380,7 +384,7 @@ class _Setup:
     device: torch.device
 
 
-def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info) -> _Setup:
+def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info, load=None) -> _Setup:
     """Validate everything that can be checked without collectives (all ranks, same answers)."""
     from .. import data
     from .. import distributed as dist_
@@ -400,10 +404,15 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
     if out is not None and not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out}: output folder exists and is not empty (pass resume=True or choose a new folder)")
 
-    scan = as_scan(scan_or_path)
+    from ..data.detector import size_hint
+
+    scan = as_scan(scan_or_path, load, model_config.N)
     label = scan_label(scan)
     if scan.N != model_config.N:
-        raise DataError(f"{label}: key 'diffraction' has patterns of {scan.N}x{scan.N}, expected N={model_config.N} (ModelConfig.N)")
+        raise DataError(
+            f"{label}: key 'diffraction' has patterns of {scan.N}x{scan.N}, expected N={model_config.N} (ModelConfig.N)"
+            + size_hint(scan.N, model_config.N)
+        )
     use_labels = needs_labels(tc)
     if use_labels and scan.object is None and (scan.Y is None or model_config.gridsize > 1):
         raise DataError(
@@ -468,9 +477,9 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
     W = 1 if info is None else info.world_size
     progress = progress and main
     if info is None:
-        factor = float(data.normalization_factor(scan.diffraction, groups.indices))
+        factor = float(data.normalization_factor(scan.diffraction, groups.indices, bad_pixels=scan.bad_pixels))
     else:  # each rank reads only its share of the patterns
-        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, device))
+        factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, device, bad_pixels=scan.bad_pixels))
     dataset = data.GroupDataset(scan, groups, factor * scale, start_offsets=True)
     pin = device.type == "cuda"
     labels_of = (lambda batch: _labels(scan, groups, batch)) if su.use_labels else None
