@@ -294,7 +294,7 @@ def half_set_frc(
             _, tcurve, _ = frc_of_images(t[r0:r1, c0:c1], _cut(full, region), mask=mask)
             result.truth_curve = tcurve
             result.truth_one_seventh_crossing = crossing(tcurve, ONE_SEVENTH, freqs)
-    log.info(
+    log.debug(  # the CLI prints its own summary line
         "half-set FRC: 1/2-bit %s, 1/7 %s (%s)",
         _fmt(result.half_bit_crossing),
         _fmt(result.one_seventh_crossing),
