@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ptychopinn.errors import ConfigError, DataError, PtychoPINNError
+from ptychopinn.io.extras import is_missing_extra, missing_extra_message
 
 from ptychopinn.reconstruct import geometry
 
@@ -137,6 +138,7 @@ def run_onnx(
     threads: int | None = None,
     formats: Sequence[str] = ("npz", "h5"),
     images: bool = True,
+    overwrite: bool = False,
     load: Any = None,
 ) -> OnnxReconstruction:
     """Reconstruct the whole object of a scan with an exported `.onnx` model.
@@ -147,14 +149,20 @@ def run_onnx(
     complete or not at all. providers: ORT execution providers (default CPU). chunk: groups
     read from disk at a time; the scan then stays on disk (memory-mapped NPZ / HDF5).
     crop: stitched central patch side (default: the model's `stitch_crop`, = the core's).
+    overwrite: an existing non-empty `out_dir` is refused (ConfigError, before any work) unless
+    True; then it is replaced as a whole. Without ground truth in the scan nothing changes:
+    the runner writes no metrics.
     load: `data.LoadOptions` for a scan path (diffraction units, pixel size, detector
     crop/bin; `crop_detector` crops to the model's N). Bad pixels are excluded from the
     normalisation and filled at the input exactly as in `ptychopinn.reconstruct`.
     """
     from ptychopinn.data import load_scan, normalization_factor
+    from ptychopinn.io.atomic import check_output
     from ptychopinn.data.detector import size_hint
 
     t0 = time.perf_counter()
+    if out_dir is not None:
+        check_output(out_dir, overwrite=bool(overwrite), directory=True)
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if chunk is not None and chunk < 1:
@@ -216,16 +224,19 @@ def run_onnx(
         inference_s=inference,
     )
     if out_dir is not None:
-        rec.paths = write_outputs(rec, Path(out_dir), model=Path(model), label=label, formats=formats, images=images)
+        rec.paths = write_outputs(rec, Path(out_dir), model=Path(model), label=label, formats=formats, images=images, overwrite=overwrite)
     rec.total_s = time.perf_counter() - t0
     return rec
 
 
-def write_outputs(rec: OnnxReconstruction, out_dir: Path, *, model: Path, label: str, formats: Sequence[str], images: bool) -> dict[str, str]:
+def write_outputs(
+    rec: OnnxReconstruction, out_dir: Path, *, model: Path, label: str, formats: Sequence[str], images: bool, overwrite: bool = True
+) -> dict[str, str]:
     """reconstruction.npz/.h5 (+ amplitude.png, phase.png of the covered region) into `out_dir`,
-    replaced atomically (the folder appears complete or not at all); returns {name: final path}."""
+    replaced atomically (the folder appears complete or not at all); returns {name: final path}.
+    overwrite=False: a non-empty `out_dir` is left untouched (ConfigError)."""
     from ptychopinn.io.atomic import atomic_directory
-    from ptychopinn.io.outputs import save_images, save_reconstruction
+    from ptychopinn.io.outputs import NO_MATPLOTLIB, save_images, save_reconstruction
 
     meta = {
         "stitch": "barycentric",
@@ -240,9 +251,11 @@ def write_outputs(rec: OnnxReconstruction, out_dir: Path, *, model: Path, label:
         "providers": rec.providers,
     }
     written: dict[str, Path] = {}
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, replace=overwrite) as tmp:
         written.update(save_reconstruction(tmp, rec.object, metadata=meta, formats=tuple(formats)))
-        if images and _installed("matplotlib"):
+        if images and not _installed("matplotlib"):
+            log.warning(NO_MATPLOTLIB + "; --no-images skips them")
+        elif images:
             box = geometry.covered_box(rec.weight)
             r0, r1, c0, c1 = box if box is not None else (0, rec.object.shape[0], 0, rec.object.shape[1])
             written.update(save_images(tmp, rec.object[r0:r1, c0:c1]))
@@ -257,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL.onnx", help="model exported by `ptychopinn export-onnx`")
     p.add_argument("scan", metavar="SCAN", help="scan file (.npz or .h5), same contract as `ptychopinn reconstruct`")
-    p.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (replaced atomically)")
+    p.add_argument("--out", "-o", required=True, metavar="DIR",
+                   help="output folder (new or empty; an existing non-empty one needs --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder (atomically, as a whole)")
     p.add_argument("--providers", default=None, metavar="LIST",
                    help="comma-separated ONNX Runtime execution providers in priority order "
                         "(cpu, cuda, tensorrt or full names); default: CPU")
@@ -324,9 +339,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             formats=formats,
             images=not args.no_images,
+            overwrite=args.overwrite,
         )
     except PtychoPINNError as exc:
-        return _fail(str(exc))
+        return _fail(str(exc).replace("overwrite=True", "--overwrite"))
+    except ModuleNotFoundError as exc:
+        if not is_missing_extra(exc):
+            raise
+        return _fail(missing_extra_message(exc))
     except (OSError, MemoryError) as exc:
         name = getattr(exc, "filename", None)
         return _fail(f"{name}: {exc.strerror or exc}" if name else f"{type(exc).__name__}: {exc}")

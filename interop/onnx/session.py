@@ -25,7 +25,7 @@ def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
-        raise ConfigError(f"the ONNX runner needs the missing package 'onnxruntime' (pip install onnxruntime) ({exc})") from None
+        raise ConfigError('the ONNX runner needs onnxruntime, which is not installed: pip install "ptychopinn[onnx]"') from exc
     return onnxruntime
 
 

@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("source", nargs="?", metavar="SOURCE", help="legacy wts.h5.zip (or its folder); with --to-legacy a native model")
     a("-o", "--out", metavar="OUT", help="native model directory (or .zip); with --to-legacy the wts.h5.zip to write")
     a("--to-legacy", action="store_true", default=False, help="write a K2-era TensorFlow wts.h5.zip from a native model")
+    a("--overwrite", action="store_true", default=False, help="replace an existing non-empty output (atomically)")
 
 
 def _to_native(source: Path, out: Path) -> str:
@@ -60,10 +61,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"convert: {source} does not exist")
     if source.resolve() == out.resolve():
         raise ConfigError(f"convert: output {out} is the source itself")
+    from ..io.atomic import check_output
+
     if args.to_legacy:
         if out.exists() and out.is_dir():
             raise ConfigError(f"--out: {out} is a directory; --to-legacy writes a .zip file")
+        check_output(out, overwrite=bool(args.overwrite), directory=False, flag="--overwrite")
         print(_to_legacy(source, out))
     else:
+        check_output(out, overwrite=bool(args.overwrite), directory=out.suffix.lower() != ".zip", flag="--overwrite")
         print(_to_native(source, out))
     return 0

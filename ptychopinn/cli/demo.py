@@ -7,7 +7,7 @@ temporary sibling folder and renamed to DIR at the end, so a failed run leaves n
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 from pathlib import Path
 
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from ..config import DataConfig, ModelConfig, SimulationConfig, TrainConfig
+    from ..io.atomic import folder_mode, strict_json_dumps
     from ..reconstruct import reconstruct
     from ..simulate import simulate_to_file
     from ..train import train
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {train_cfg.epochs} epochs, final loss {result.history[-1]['loss']:.6g} ({time.perf_counter() - t0:.0f} s)")
         rec = reconstruct(result.model, scan_path, device=str(args.device), out_dir=tmp / "reconstruction")
         (tmp / "summary.json").write_text(
-            json.dumps(
+            strict_json_dumps(
                 {
                     "simulation": sim.__dict__,
                     "seconds": time.perf_counter() - t0,
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
+        os.chmod(tmp, folder_mode())  # mkdtemp creates 0o700; the run folder follows the umask
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

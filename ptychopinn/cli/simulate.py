@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .train import number
 
@@ -11,7 +12,8 @@ HELP = "simulate a synthetic ptychography scan (Poisson-noisy diffraction) into 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Values are converted in run() so that bad values (also from --config files) give a
     # one-line ConfigError instead of argparse's multi-line usage error.
-    parser.add_argument("--out", default=None, metavar="FILE.npz", help="output NPZ path (required unless --stream)")
+    parser.add_argument("--out", default=None, metavar="FILE.npz", help="output NPZ path (required unless --stream; an existing file needs --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", default=False, help="replace an existing output file (atomically)")
     parser.add_argument("--N", default=64, metavar="N", help="diffraction pattern size: 64, 128 or 256 (default 64)")
     parser.add_argument("--object", dest="object", default="lines", metavar="KIND", help="synthetic object: lines or grf (default lines)")
     parser.add_argument("--object-size", default=256, metavar="PX", help="object side length in pixels (default 256)")
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import SimulationConfig
+    from ..io.atomic import check_output
     from ..simulate.forward import simulate_to_file
 
     config = SimulationConfig(
@@ -50,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError("--out is required (or --stream OUT.h5)")
-    path = simulate_to_file(config, args.out)
+    out = Path(str(args.out))
+    if out.exists():
+        check_output(out, overwrite=bool(args.overwrite), directory=False, flag="--overwrite")
+    path = simulate_to_file(config, out)
     print(f"wrote {path}")
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -13,6 +14,8 @@ from ..errors import ConfigError
 HELP = "train a PtychoPINN model on a scan (NPZ/HDF5) and write a native model directory"
 
 _BOOL = argparse.BooleanOptionalAction
+#: exit code after Ctrl-C (128 + SIGINT, the shell convention)
+EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--n-groups", metavar="K", help="number of groups (default: one per scan position)")
     a("--neighbor-count", metavar="K", help="nearest neighbours considered per group (default 4)")
     a("--batch-size", metavar="B", help="groups per batch (default 16); under torchrun the GLOBAL batch, split across processes")
-    a("--nphotons", metavar="P", help="photons per pattern for the intensity scale (default 1e9; the scan's metadata wins)")
+    a("--nphotons", metavar="P", help="photons per pattern for the intensity scale (default 1e9, or the scan's _metadata nphotons; "
+      "a flag that disagrees with the metadata is an error)")
     a("--n-filters-scale", metavar="F", help="width multiplier of the network (default 2)")
     a("--seed", metavar="S", help="seed of grouping, weights and shuffling (default 0)")
     a("--lr", metavar="LR", help="Adam learning rate (default 1e-3)")
@@ -133,7 +137,10 @@ def build_config(cls: type, values: dict[str, Any]) -> Any:
 
 
 def setup_logging(quiet: bool) -> None:
-    """INFO lines of the 'ptychopinn' logger on stderr (once)."""
+    """INFO lines of the 'ptychopinn' logger on stderr (once); under `quiet` only warnings,
+    and not the CPU-fallback notice ("ptychopinn.device")."""
+    from ..io.device import CPU_FALLBACK_LOGGER
+
     logger = logging.getLogger("ptychopinn")
     if not any(getattr(h, "_ptychopinn_cli", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
@@ -141,6 +148,48 @@ def setup_logging(quiet: bool) -> None:
         handler._ptychopinn_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger(CPU_FALLBACK_LOGGER).setLevel(logging.ERROR if quiet else logging.NOTSET)
+
+
+def check_nphotons_flag(data_path: Path, nphotons: float | None) -> None:
+    """An explicit --nphotons that disagrees with the scan's `_metadata` nphotons is an error
+    (explicit flags never silently lose against, nor silently override, scan metadata)."""
+    if nphotons is None:
+        return
+    from ..data import load_scan
+    from ..errors import PtychoPINNError
+
+    try:
+        with warnings.catch_warnings():  # the training run itself reports the scan's warnings
+            warnings.simplefilter("ignore")
+            meta = load_scan(data_path, check_values=False).metadata
+    except PtychoPINNError:
+        return  # the training run reports a bad scan file itself
+    value = meta.get("nphotons") if isinstance(meta, dict) else None
+    if value is None:
+        return
+    try:
+        same = float(value) == float(nphotons)
+    except (TypeError, ValueError):
+        return  # the loader reports a malformed value itself
+    if not same:
+        raise ConfigError(
+            f"--nphotons {nphotons:g} disagrees with {data_path}: key '_metadata.nphotons' = {float(value):g}; "
+            "drop --nphotons to use the scan's value"
+        )
+
+
+def interrupted_message(out: Path) -> str:
+    """The one line printed when training is interrupted (Ctrl-C)."""
+    from ..train.loop import CHECKPOINT_DIR
+    from ..train.state import STATE_JSON
+
+    ckpt = out / CHECKPOINT_DIR
+    try:
+        epoch = json.loads((ckpt / STATE_JSON).read_text(encoding="utf-8"))["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"ptychopinn: interrupted before the first checkpoint; nothing to resume in {out} (run the command again)"
+    return f"ptychopinn: interrupted; the last checkpoint ({epoch} epochs) is {ckpt}; run the same command with --resume to continue"
 
 
 def _opt(flag: str, value: Any, kind: Callable[[Any], Any]) -> Any:
@@ -217,16 +266,23 @@ def run(args: argparse.Namespace) -> int:
     data_path = required_path("data", args.data)
     out = required_path("out", args.out, must_exist=False)
     model_cfg, data_cfg, train_cfg = configs_from_args(args)
+    check_nphotons_flag(data_path, _opt("nphotons", args.nphotons, float))
     from ..distributed import session
 
-    # under torchrun: one process group for the run (NCCL on GPUs, gloo on CPU); rank 0 reports
-    with session(train_cfg.device) as info:
-        main = info is None or info.is_main
-        setup_logging(args.quiet or not main)
-        result = train(
-            data_path, model_cfg, data_cfg, train_cfg, out_dir=out, resume=bool(args.resume), progress=not args.quiet and main,
-            load=load_options(args),
-        )
+    main = True
+    try:
+        # under torchrun: one process group for the run (NCCL on GPUs, gloo on CPU); rank 0 reports
+        with session(train_cfg.device) as info:
+            main = info is None or info.is_main
+            setup_logging(args.quiet or not main)
+            result = train(
+                data_path, model_cfg, data_cfg, train_cfg, out_dir=out, resume=bool(args.resume), progress=not args.quiet and main,
+                load=load_options(args),
+            )
+    except KeyboardInterrupt:
+        if main:
+            print(interrupted_message(out), file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not main:
         return 0
     last = result.history[-1] if result.history else {}

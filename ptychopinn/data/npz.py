@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..errors import DataError
+from ..io.atomic import file_mode
 from .lazy import iter_chunks
 
 __all__ = ["NpzReader", "MemberHeader", "write_npz"]
@@ -203,6 +204,7 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> Path:
                 _write_member(zf, raw, key, value)
         with open(tmp_name, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_name, file_mode())  # mkstemp made it 0o600: follow the umask
         os.replace(tmp_name, path)
     except BaseException:
         try:

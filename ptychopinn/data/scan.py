@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..io.atomic import file_mode
 from .detector import UNITS, DetectorTransform, crop_window, resample_object, size_hint, transform_mask, transform_probe
 from .lazy import H5Source, LazyArray, iter_chunks
 from .npz import NpzReader, write_npz
@@ -1054,6 +1055,7 @@ def save_scan_h5(
                     f.create_dataset(key, data=value)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp made it 0o600: follow the umask
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
+
+from ..errors import ConfigError
 
 __all__ = [
     "atomic_path",
@@ -20,6 +23,11 @@ __all__ = [
     "atomic_directory",
     "atomic_save_npz",
     "atomic_save_json",
+    "json_safe",
+    "strict_json_dumps",
+    "check_output",
+    "folder_mode",
+    "file_mode",
 ]
 
 
@@ -37,6 +45,17 @@ def _umask() -> int:
 
 def _default_file_mode() -> int:
     return 0o666 & ~_umask()
+
+
+def file_mode() -> int:
+    """Permission bits a new file gets under the process umask (0o644 for umask 022); for
+    writers that create their temporary with `tempfile.mkstemp` (0o600)."""
+    return _default_file_mode()
+
+
+def folder_mode() -> int:
+    """Permission bits a new folder gets under the process umask (0o755 for umask 022)."""
+    return 0o777 & ~_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -99,8 +118,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
     """Yield an empty temporary sibling directory; on success it replaces `path` as a whole.
+
+    replace=False: an existing non-empty `path` is not replaced; ConfigError when the block ends
+    (the temporary is removed, `path` untouched) — for outputs the user did not allow to overwrite.
 
     An existing directory at `path` is first renamed aside and deleted only after the new one
     is in place (restored if that rename fails). An existing *file* at `path` is an error.
@@ -118,7 +140,13 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             if sub.is_file():
                 with open(sub, "rb") as fh:
                     os.fsync(fh.fileno())
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0o700
+        dir_mode = 0o777 & ~_umask()
+        os.chmod(tmp, dir_mode)  # mkdtemp creates 0o700
+        for sub in tmp.rglob("*"):  # nested temporary folders (e.g. from mkdtemp) too
+            if sub.is_dir() and not sub.is_symlink():
+                os.chmod(sub, dir_mode)
+        if not replace and target.exists() and not _is_empty_dir(target):
+            raise ConfigError(f"{target}: output exists and is not empty (pass overwrite=True to replace it)")
         _swap_directory(tmp, target, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -150,9 +178,59 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     return Path(path)
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, ±Infinity) replaced by None, numpy scalars and
+    arrays turned into Python numbers and lists, tuples into lists, Paths into strings."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalar or array, without importing numpy
+        return json_safe(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def strict_json_dumps(obj: Any, **kwargs: Any) -> str:
+    """`json.dumps` of `json_safe(obj)` with `allow_nan=False`: strict JSON (null, never NaN/Infinity)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 def atomic_save_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
-    """Write `obj` as UTF-8 JSON atomically (non-finite floats as Python's Infinity/NaN)."""
-    text = json.dumps(obj, indent=indent, ensure_ascii=False)
+    """Write `obj` as strict UTF-8 JSON atomically (non-finite floats become null)."""
+    text = strict_json_dumps(obj, indent=indent, ensure_ascii=False)
     with atomic_write(path, "w") as fh:
         fh.write(text + "\n")
     return Path(path)
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool, directory: bool, flag: str = "overwrite=True") -> Path:
+    """Refuse to destroy an existing output; call before any work.
+
+    directory=True (an output folder): an existing empty folder is fine; an existing non-empty
+    folder needs `overwrite`; an existing file is always an error. directory=False (an output
+    file): an existing file needs `overwrite`; an existing folder is an error; the parent folder
+    must exist (no folders are created for a file). Raises ConfigError naming the path and `flag`.
+    """
+    p = Path(path)
+    if directory:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{p}: exists and is not a folder (choose another output folder)")
+        if p.is_dir() and not overwrite and not _is_empty_dir(p):
+            raise ConfigError(f"{p}: output folder exists and is not empty (pass {flag} to replace it)")
+        return p
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; expected an output file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"{p}: folder {parent} does not exist (create it first)")
+    if p.exists() and not overwrite:
+        raise ConfigError(f"{p}: output file exists (pass {flag} to replace it)")
+    return p

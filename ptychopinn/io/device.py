@@ -1,20 +1,31 @@
 """Device selection: one rule for every entry point (train, reconstruct, load_model, CLI)."""
 from __future__ import annotations
 
-import warnings
+import functools
+import logging
 
 import torch
 
 from ..errors import ConfigError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "CPU_FALLBACK_LOGGER"]
+
+#: logger of the CPU-fallback notice (the CLI silences it under --quiet)
+CPU_FALLBACK_LOGGER = "ptychopinn.device"
+log = logging.getLogger(CPU_FALLBACK_LOGGER)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_fallback_notice() -> None:
+    """Log the CPU-fallback line once per process (cached: later calls do nothing)."""
+    log.warning("device auto: no CUDA GPU is available, running on CPU (slow)")
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """Turn a device string into a `torch.device`, checking that it exists.
 
-    "auto" (or None): CUDA when available, else CPU with one UserWarning saying the work runs on
-    CPU. "cpu", "cuda", "cuda:<i>", "mps": that device, or ConfigError when it is not available.
+    "auto" (or None): CUDA when available, else CPU with one WARNING log line (logger
+    "ptychopinn.device", once per process) saying the work runs on CPU. "cpu", "cuda", "cuda:<i>", "mps": that device, or ConfigError when it is not available.
     """
     if spec is None:
         spec = "auto"
@@ -26,11 +37,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        warnings.warn(
-            "device='auto': no CUDA GPU is available, so training/inference runs on CPU (slow)",
-            UserWarning,
-            stacklevel=2,
-        )
+        _cpu_fallback_notice()
         return torch.device("cpu")
     try:
         device = torch.device(name)

@@ -27,7 +27,7 @@ import torch
 
 from ..config import ModelConfig, config_to_dict
 from ..errors import ConfigError, ModelFormatError
-from .atomic import atomic_directory, atomic_write
+from .atomic import atomic_directory, atomic_write, strict_json_dumps
 from .tensor_codec import decode_state, encode_state, read_header
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,7 +135,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, extra: dict |
     model = _unwrap(model)
     target = Path(path)
     doc = _config_document(model, extra)
-    config_bytes = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8")
+    config_bytes = (strict_json_dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8")  # NaN/inf -> null
     weights = encode_state(model.state_dict(), metadata={"ptychopinn_format": FORMAT_NAME})
     if target.suffix.lower() == ".zip":
         if target.is_dir():

@@ -11,14 +11,19 @@ No torch here: arrays are numpy. matplotlib is optional and imported only by `sa
 from __future__ import annotations
 
 import json
+import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_save_npz
+from .atomic import atomic_path, atomic_save_npz, strict_json_dumps
+
+log = logging.getLogger("ptychopinn")
+
+#: the one line logged when matplotlib (the `plot` extra) is missing
+NO_MATPLOTLIB = 'matplotlib is not installed: no PNG images written (pip install "ptychopinn[plot]")'
 
 __all__ = ["save_reconstruction", "save_images", "load_reconstruction"]
 
@@ -37,7 +42,7 @@ def _as_object(obj: Any) -> np.ndarray:
 
 def _metadata_json(metadata: dict | None) -> str:
     try:
-        return json.dumps(metadata or {}, sort_keys=True)
+        return strict_json_dumps(metadata or {}, sort_keys=True)  # NaN/inf -> null
     except (TypeError, ValueError) as exc:
         raise ValueError(f"save_reconstruction: key 'metadata' must be JSON-serialisable ({exc})") from None
 
@@ -140,13 +145,13 @@ def save_images(
     obj, truth: (H, W) complex. Phase colour scales follow the data (a weak phase object stays
     visible). The reconstruction shown in the comparison and the error map is aligned to the
     truth with `ptychopinn.metrics` (global scale and phase offset): |α·obj| − |truth| and the
-    wrapped phase difference. Returns {name: path}; when matplotlib is missing, warns and
-    writes nothing.
+    wrapped phase difference. Returns {name: path}; when matplotlib is missing, logs one
+    WARNING line (`NO_MATPLOTLIB`) and writes nothing.
     """
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (optional extra: only the PNGs need it)
     except ImportError:
-        warnings.warn("matplotlib is not installed: skipping PNG images (pip install ptychopinn[plot])", UserWarning, stacklevel=2)
+        log.warning(NO_MATPLOTLIB)
         return {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

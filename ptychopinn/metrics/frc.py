@@ -10,7 +10,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["frc", "frc_resolution", "FRCCrossing"]
+__all__ = ["frc", "frc_resolution", "FRCCrossing", "ring_counts", "half_bit_threshold", "ONE_SEVENTH"]
+
+#: the fixed 1/7 FRC threshold (Rosenthal & Henderson 2003)
+ONE_SEVENTH = 1.0 / 7.0
 
 
 def frc(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +46,24 @@ def frc(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return frequencies, curve
 
 
+def ring_counts(shape: tuple[int, int]) -> np.ndarray:
+    """(n//2 + 1,) int64: pixels in each ring of `frc` for images of `shape` (H, W), n = min(H, W)."""
+    H, W = (int(v) for v in shape)
+    n = min(H, W)
+    fy = np.fft.fftfreq(H)[:, None]
+    fx = np.fft.fftfreq(W)[None, :]
+    ring = np.rint(np.sqrt(fx * fx + fy * fy) * n).astype(np.int64).ravel()
+    nbins = n // 2 + 1
+    return np.bincount(ring[ring < nbins], minlength=nbins).astype(np.int64)
+
+
+def half_bit_threshold(counts: np.ndarray) -> np.ndarray:
+    """½-bit threshold curve of van Heel & Schatz (2005) for rings of `counts` pixels:
+    T(k) = (0.2071 + 1.9102/√n_k) / (1.2071 + 0.9102/√n_k); → 0.1716 for large rings."""
+    root = np.sqrt(np.maximum(np.asarray(counts, dtype=np.float64), 1.0))
+    return (0.2071 + 1.9102 / root) / (1.2071 + 0.9102 / root)
+
+
 class FRCCrossing(NamedTuple):
     """Where an FRC curve first drops below a threshold."""
 
@@ -55,11 +76,12 @@ class FRCCrossing(NamedTuple):
 
 
 def frc_resolution(
-    curve: np.ndarray, threshold: float = 1.0 / 7.0, *, frequencies: np.ndarray | None = None
+    curve: np.ndarray, threshold: float | np.ndarray = 1.0 / 7.0, *, frequencies: np.ndarray | None = None
 ) -> FRCCrossing:
     """First crossing of `curve` below `threshold` after the DC ring, linearly interpolated.
 
-    curve: (K,) FRC values; frequencies: (K,) cycles/pixel (default linspace(0, 0.5, K), which is
+    curve: (K,) FRC values; threshold: a number or a (K,) threshold curve (e.g.
+    `half_bit_threshold`); frequencies: (K,) cycles/pixel (default linspace(0, 0.5, K), which is
     what `frc` returns for even n).
     """
     c = np.asarray(curve, dtype=np.float64)
@@ -68,13 +90,15 @@ def frc_resolution(
     f = np.linspace(0.0, 0.5, c.size) if frequencies is None else np.asarray(frequencies, dtype=np.float64)
     if f.shape != c.shape:
         raise ValueError(f"frequencies shape {f.shape} differs from curve shape {c.shape}")
-    below = np.nonzero(c[1:] < threshold)[0]
+    thr = np.broadcast_to(np.asarray(threshold, dtype=np.float64), c.shape)
+    d = c - thr  # the crossing of curve and threshold is the zero crossing of d
+    below = np.nonzero(d[1:] < 0)[0]
     if below.size == 0:
         freq = float(f[-1])
         return FRCCrossing(freq, 1.0 / freq, False)
     k = int(below[0]) + 1
-    c0, c1 = c[k - 1], c[k]
-    t = (c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0
+    c0, c1 = d[k - 1], d[k]
+    t = c0 / (c0 - c1) if c0 != c1 else 0.0
     t = min(max(t, 0.0), 1.0)
     freq = float(f[k - 1] + t * (f[k] - f[k - 1]))
     return FRCCrossing(freq, 1.0 / freq if freq > 0 else float("inf"), True)

@@ -60,6 +60,8 @@ class Reconstruction:
     refined_positions: np.ndarray | None = None
     #: fine-tuning summary (`reconstruct.finetune`: loss per epoch, seconds) or None
     finetune: dict[str, Any] | None = None
+    #: `frc_halves.HalfSetFRC` when reconstructed with `frc_halves=True`, else None
+    frc_halves: Any = None
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -135,6 +137,8 @@ def reconstruct(
     refine: Any = None,
     finetune: Any = None,
     save_finetuned: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    frc_halves: bool = False,
     load: Any = None,
 ) -> Reconstruction:
     """Reconstruct the whole object of a scan with a trained model.
@@ -147,6 +151,12 @@ def reconstruct(
     `reassemble_position(M=20)`, exact legacy numbers; holds all patches; `weight` ignored).
     out_dir: when given, writes reconstruction.npz/.h5, PNGs and (with ground truth)
     metrics.json + error map, atomically (the folder appears complete or not at all).
+    overwrite: an existing non-empty `out_dir` is refused (ConfigError, before any work, and
+    nothing in it is touched) unless True; then it is replaced as a whole, atomically. An
+    existing empty folder is filled.
+    frc_halves: also compute the half-set FRC (`frc_halves.half_set_frc`: two interleaved
+    halves of the positions, each reconstructed alone; no ground truth needed) into
+    `rec.frc_halves`, `metrics.json` ("frc_halves") and `frc_halves.png`. Barycentric only.
 
     Distributed (a `torch.distributed` default group is initialised, e.g. under `torchrun`):
     each rank predicts and stitches a contiguous block of groups into its own numerator/weight
@@ -173,6 +183,7 @@ def reconstruct(
     error: BaseException | None = None
     prepared: Any = None
     try:
+        _check_request(out_dir, overwrite, frc_halves, stitch)
         prepared = _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load)
     except PtychoPINNError as exc:
         error = exc
@@ -237,17 +248,21 @@ def reconstruct(
         rec.refined_probe = refined.pop("probe")
         rec.refined_positions = refined.pop("positions")
         rec.refinement = refined
+    if frc_halves:
+        from .frc_halves import half_set_frc  # lazy: frc_halves builds on this module (reconstructs each half)
+
+        rec.frc_halves = half_set_frc(model, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev, full=rec)
     if out_dir is not None:
         from .outputs import write_outputs
 
         truth = None if scan.object is None else np.asarray(scan.object)
         if info is None:
-            rec.paths = write_outputs(rec, Path(out_dir), truth=truth)
+            rec.paths = write_outputs(rec, Path(out_dir), truth=truth, overwrite=overwrite)
         else:
             write_error: BaseException | None = None
             if main:
                 try:
-                    rec.paths = write_outputs(rec, Path(out_dir), truth=truth)
+                    rec.paths = write_outputs(rec, Path(out_dir), truth=truth, overwrite=overwrite)
                 except (PtychoPINNError, OSError) as exc:
                     write_error = exc if isinstance(exc, PtychoPINNError) else ConfigError(f"{out_dir}: writing the reconstruction failed: {exc}")
             dist_.agree(write_error)  # also a barrier: the files exist when any rank returns
@@ -272,6 +287,22 @@ def _stitch_probe(scan: Any, net: Any, *, warn: bool) -> np.ndarray:
             )
         return scan.probe
     return np.sqrt((np.abs(np.asarray(modes)) ** 2).sum(axis=0))
+
+
+def _check_request(out_dir: Any, overwrite: bool, frc_halves: bool, stitch: str) -> None:
+    """Refuse, before any work, what could only fail at the end: a non-empty `out_dir` without
+    `overwrite`, and `frc_halves` with the tf stitcher or (when writing its plot) without matplotlib."""
+    from ..io.atomic import check_output
+
+    if out_dir is not None:
+        check_output(out_dir, overwrite=bool(overwrite), directory=True)
+    if frc_halves and stitch != "barycentric":
+        raise ConfigError("frc_halves=True needs stitch='barycentric' (the halves share its canvas frame)")
+    if frc_halves and out_dir is not None:
+        try:
+            import matplotlib  # noqa: F401  (optional extra: only the plot needs it)
+        except ImportError:
+            raise ConfigError('frc_halves=True writes frc_halves.png, which needs matplotlib (pip install "ptychopinn[plot]")') from None
 
 
 def _normalization_factor(diffraction: Any, indices: np.ndarray, bad_pixels: Any = None) -> Any:

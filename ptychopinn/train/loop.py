@@ -27,6 +27,7 @@ import torch
 from .. import physics
 from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict
 from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
+from ..io.atomic import strict_json_dumps
 from . import master_weights
 from . import state as st
 from .inputs import as_scan, normalised_probe_modes, resolve_nphotons, scan_label
@@ -179,7 +180,7 @@ def _write_checkpoint(
 
 def _append_metrics(out_dir: Path, row: dict[str, Any]) -> None:
     with open(out_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, allow_nan=True) + "\n")
+        fh.write(strict_json_dumps(row) + "\n")  # strict JSON: a NaN loss is written as null
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -208,7 +209,7 @@ def _restore_checkpoint(
     """Load `out_dir/checkpoint/` into the live objects; returns (epochs done, history, loop state)."""
     ckpt = out_dir / CHECKPOINT_DIR
     if not ckpt.is_dir():
-        raise ConfigError(f"{ckpt}: no checkpoint to resume from (train without resume first)")
+        raise ConfigError(f"{ckpt}: no checkpoint to resume from (resume=True needs a checkpoint; train without it first)")
     cfg_path = ckpt / "config.json"
     try:
         saved = json.loads(cfg_path.read_text(encoding="utf-8"))

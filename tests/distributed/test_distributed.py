@@ -175,6 +175,29 @@ def test_torchrun_reconstruct_equals_single_process(ddp_model, scan_path, tmp_pa
     assert (out / "metrics.json").is_file()
 
 
+def test_torchrun_reconstruct_without_truth_with_frc_halves(ddp_model, scan_path, tmp_path):
+    """A measured-like scan (no objectGuess/Y) under torchrun: exit 0, rank 0 writes the files and
+    the half-set FRC, no truth metrics; the object equals the single-process one."""
+    from ptychopinn.reconstruct import reconstruct
+
+    measured = tmp_path / "measured.npz"
+    with np.load(scan_path, allow_pickle=False) as z:
+        np.savez(measured, **{k: z[k] for k in z.files if k not in ("objectGuess", "Y")})
+    out = tmp_path / "R"
+    proc = _torchrun("reconstruct", "--model", str(ddp_model), "--data", str(measured), "--out", str(out),
+                     "--device", "cpu", "--batch-size", "8", "--quiet", "--frc-halves")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote ") == 1 and proc.stdout.count("half-set FRC:") == 1
+    names = {p.name for p in out.iterdir()}
+    assert {"reconstruction.npz", "reconstruction.h5", "amplitude.png", "phase.png", "frc_halves.png", "metrics.json"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"frc_halves"}
+    single = reconstruct(ddp_model, measured, device="cpu", batch_size=8, frc_halves=True)
+    with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
+        assert _rel(single.object, z["object"]) <= 1e-5
+    np.testing.assert_allclose(metrics["frc_halves"]["curve"], single.frc_halves.curve, atol=1e-4)
+
+
 def test_torchrun_bad_input_is_one_line_error_on_every_rank(scan_path, tmp_path):
     # a global batch smaller than the world size: every rank refuses before any collective
     proc = _torchrun("train", "--data", str(scan_path), "--out", str(tmp_path / "M"), "--batch-size", "1",

@@ -253,8 +253,8 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(setup, tmp_path: Path, ca
     (keep / "old.txt").write_text("previous run")
     for name, (args, needle) in cases.items():
         out = tmp_path / f"out_{name}"
-        for target in (out, keep):
-            rc = runner_main([*args, "--out", str(target), "--threads", "1"])
+        for target, extra in ((out, []), (keep, ["--overwrite"])):  # bad input leaves even an --overwrite target intact
+            rc = runner_main([*args, "--out", str(target), "--threads", "1", *extra])
             err = capsys.readouterr().err.strip()
             assert rc == 2, name
             assert err.count("\n") == 0 and needle in err and "Traceback" not in err, (name, err)
@@ -262,6 +262,34 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(setup, tmp_path: Path, ca
         assert [p.name for p in keep.iterdir()] == ["old.txt"], name
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_runner_cli_on_a_scan_without_truth_refuses_then_overwrites(setup, tmp_path: Path, capsys) -> None:
+    """`ptychopinn-onnx` on a measured-like scan (no objectGuess): exit 0, npz/h5 + PNGs, no
+    metrics; an existing non-empty --out is refused (one line naming --overwrite, files kept)."""
+    out = tmp_path / "OUT"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    args = [str(setup["root"] / "gs1.onnx"), str(setup["scan_noobj"]), "--out", str(out), "--threads", "1"]
+    assert runner_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(out) in err and "--overwrite" in err and "overwrite=True" not in err, err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me"
+    assert runner_main([*args, "--overwrite"]) == 0, capsys.readouterr().err
+    names = {p.name for p in out.iterdir()}
+    assert {"reconstruction.npz", "reconstruction.h5", "amplitude.png", "phase.png"} <= names
+    assert "mine.txt" not in names and "metrics.json" not in names
+    with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
+        assert z["object"].dtype == np.complex64 and z["object"].ndim == 2 and np.isfinite(z["object"]).all()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_missing_onnxruntime_is_one_line_naming_the_extra(setup, tmp_path: Path) -> None:
+    proc, _ = _child([str(setup["root"] / "gs1.onnx"), str(setup["scan_noobj"]), "--out", str(tmp_path / "out")], tmp_path,
+                     ("torch", "tensorflow", "onnxruntime"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and 'pip install "ptychopinn[onnx]"' in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_input_in_a_torch_free_process_has_no_traceback(setup, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,97 @@ def test_atomic_and_outputs_import_without_torch():
         "assert 'torch' not in sys.modules and 'skimage' not in sys.modules, sorted(m for m in ('torch', 'skimage') if m in sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_atomic_save_json_is_strict(tmp_path):
+    """NaN / ±Infinity (also numpy scalars and arrays) are written as null: strict JSON."""
+    obj = {"a": float("nan"), "b": [float("inf"), -float("inf"), 1.5], "c": np.float32("nan"), "d": np.array([1.0, np.inf]),
+           "e": (np.int64(3),)}
+    atomic_save_json(tmp_path / "m.json", obj)
+    text = (tmp_path / "m.json").read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
+    assert doc == {"a": None, "b": [None, None, 1.5], "c": None, "d": [1.0, None], "e": [3]}
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_atomic_directory_follows_umask(tmp_path, umask, file_mode, dir_mode):
+    """No 0600/0700 entries from mkstemp/mkdtemp: the folder, nested folders and files follow the umask."""
+    import tempfile
+
+    from ptychopinn.io.atomic import atomic_path
+
+    old = os.umask(umask)
+    try:
+        with atomic_directory(tmp_path / "out") as tmp:
+            with atomic_path(tmp / "a.bin") as p:
+                p.write_bytes(b"x")
+            (tmp / "plain.txt").write_text("y")
+            nested = Path(tempfile.mkdtemp(dir=tmp))  # 0700 when created
+            (nested / "b.txt").write_text("z")
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    assert out.stat().st_mode & 0o777 == dir_mode
+    for p in out.rglob("*"):
+        want = dir_mode if p.is_dir() else file_mode
+        assert p.stat().st_mode & 0o777 == want, (p, oct(p.stat().st_mode & 0o777))
+
+
+def test_atomic_directory_replace_false_keeps_user_files(tmp_path):
+    from ptychopinn.errors import ConfigError
+
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "mine.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="not empty"):
+        with atomic_directory(d, replace=False) as tmp:
+            (tmp / "new.txt").write_text("1")
+    assert sorted(os.listdir(d)) == ["mine.txt"] and (d / "mine.txt").read_text() == "keep"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomic_directory(empty, replace=False) as tmp:  # an empty folder may be filled
+        (tmp / "new.txt").write_text("1")
+    assert os.listdir(empty) == ["new.txt"]
+
+
+def test_check_output(tmp_path):
+    from ptychopinn.errors import ConfigError
+    from ptychopinn.io.atomic import check_output
+
+    folder = tmp_path / "f"
+    assert check_output(folder, overwrite=False, directory=True) == folder  # absent: fine
+    folder.mkdir()
+    check_output(folder, overwrite=False, directory=True)  # empty: fine
+    (folder / "x").write_text("1")
+    with pytest.raises(ConfigError, match=r"f: output folder exists and is not empty \(pass --overwrite to replace it\)"):
+        check_output(folder, overwrite=False, directory=True, flag="--overwrite")
+    check_output(folder, overwrite=True, directory=True)
+    with pytest.raises(ConfigError, match="not a folder"):
+        check_output(folder / "x", overwrite=True, directory=True)
+    with pytest.raises(ConfigError, match="output file exists"):
+        check_output(folder / "x", overwrite=False, directory=False)
+    check_output(folder / "x", overwrite=True, directory=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        check_output(tmp_path / "missing_dir" / "x.onnx", overwrite=True, directory=False)
+    assert not (tmp_path / "missing_dir").exists()
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_output(folder, overwrite=True, directory=False)
+
+
+@pytest.mark.parametrize("umask, file_mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_scan_writers_follow_the_umask(tmp_path, umask, file_mode):
+    """`simulate`'s NPZ and HDF5 scan files (data.save_scan / save_scan_h5) are not 0600."""
+    from ptychopinn.data import make_scan, save_scan, save_scan_h5
+    from ptychopinn.physics.probe import default_probe
+
+    scan = make_scan(diffraction=np.ones((3, 64, 64), np.float32), xcoords=np.arange(3.0), ycoords=np.arange(3.0),
+                     probeGuess=default_probe(64))
+    old = os.umask(umask)
+    try:
+        paths = [save_scan(tmp_path / "s.npz", scan), save_scan_h5(tmp_path / "s.h5", scan)]
+    finally:
+        os.umask(old)
+    for p in paths:
+        assert Path(p).stat().st_mode & 0o777 == file_mode, (p, oct(Path(p).stat().st_mode & 0o777))

@@ -1,6 +1,7 @@
-"""resolve_device: 'auto' falls back to CPU with one warning; unavailable devices are errors."""
+"""resolve_device: 'auto' falls back to CPU with one log line (once per process); unavailable devices are errors."""
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
@@ -15,19 +16,21 @@ def test_cpu():
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
 
 
-def test_auto_without_cuda_warns_once(monkeypatch):
+def test_auto_without_cuda_logs_once(monkeypatch, caplog):
+    from ptychopinn.io import device as device_mod
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dev = resolve_device("auto")
-    assert dev == torch.device("cpu")
-    assert len(caught) == 1
-    assert issubclass(caught[0].category, UserWarning)
-    assert "CPU" in str(caught[0].message) and "training/inference" in str(caught[0].message)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert resolve_device(None) == torch.device("cpu")
-    assert len(caught) == 1
+    device_mod._cpu_fallback_notice.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a log line, not a Python warning
+        with caplog.at_level(logging.WARNING, logger="ptychopinn.device"):
+            assert resolve_device("auto") == torch.device("cpu")
+            assert resolve_device(None) == torch.device("cpu")
+            assert resolve_device("auto") == torch.device("cpu")
+    lines = [r for r in caplog.records if r.name == "ptychopinn.device"]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert lines[0].levelno == logging.WARNING and "running on CPU" in lines[0].getMessage()
+    assert "\n" not in lines[0].getMessage()
 
 
 def test_auto_with_cuda_picks_cuda_silently(monkeypatch):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
@@ -81,8 +82,21 @@ def test_save_images(tmp_path, rng):
     assert set(without) == {"amplitude", "phase"}
 
 
-def test_save_images_without_matplotlib(tmp_path, rng, monkeypatch):
+def test_save_images_without_matplotlib(tmp_path, rng, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
-    with pytest.warns(UserWarning, match="matplotlib"):
+    with caplog.at_level(logging.WARNING, logger="ptychopinn"):
         assert save_images(tmp_path / "img", _obj(rng)) == {}
     assert not (tmp_path / "img").exists()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ['matplotlib is not installed: no PNG images written (pip install "ptychopinn[plot]")']
+
+
+def test_metadata_is_strict_json(tmp_path, rng):
+    """NaN/inf metadata values are stored as null (strict JSON), in the NPZ and the HDF5 file."""
+    paths = save_reconstruction(tmp_path, _obj(rng), metadata={"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2)})
+    for p in paths.values():
+        _, meta = load_reconstruction(p)
+        assert meta == {"a": None, "b": [1.0, None], "c": 2.0}
+    with np.load(paths["npz"], allow_pickle=False) as z:
+        text = str(z["_metadata"])
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
