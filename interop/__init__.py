@@ -14,6 +14,7 @@ _LAZY: dict[str, str] = {
     "write_tf_bundle": ".tf_bundle.writer",
     "export_onnx": ".onnx.export",
     "run_onnx": ".onnx.runner",
+    "is_legacy_bundle": ".plugins",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

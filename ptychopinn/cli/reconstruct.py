@@ -46,8 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..interop import plugins
     from ..reconstruct import reconstruct
 
+    plugins.register()  # legacy wts.h5.zip loader + stitch="tf", even without installed entry points
     model = required_path("model", args.model)
     data_path = required_path("data", args.data, must_exist=not getattr(args, "follow", False))  # --follow waits for it
     out = required_path("out", args.out, must_exist=False)

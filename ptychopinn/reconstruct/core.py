@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,9 +18,12 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
+from ..errors import ConfigError, DataError, PtychoPINNError
+from ..io.loaders import find_model_loader
+from ..io.loaders import load_any_model as _load_path
 from ..train.inputs import as_scan, scan_label
 from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
+from .stitchers import get_stitcher
 
 log = logging.getLogger("ptychopinn")
 
@@ -74,38 +76,24 @@ class Reconstruction:
 
 # -- model resolution -----------------------------------------------------------------------
 def is_legacy_bundle(path: Path) -> bool:
-    """True for a TensorFlow `wts.h5.zip`: a zip holding `manifest.dill` (at its root or one level down)."""
-    if not (path.is_file() and zipfile.is_zipfile(path)):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n == "manifest.dill" or n.endswith("/manifest.dill") and n.count("/") == 1 for n in zf.namelist())
+    """True when `path` is a legacy TensorFlow `wts.h5.zip` (the `tf_bundle` loader that
+    `ptychopinn.interop` registers recognises it); False when that loader is unavailable."""
+    loader = find_model_loader(path)
+    return loader is not None and loader.name == "tf_bundle"
 
 
 def load_any_model(model: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """(module on `device`, saved extra info) from a module, a native model dir/zip or a legacy bundle."""
+    """(module on `device`, saved extra info) from a module or any registered model format.
+
+    Paths dispatch through `io.loaders` (native directory/zip built in; the legacy TF bundle via
+    interop's entry point). A module passed in is moved with `.to(device)` (in place, as
+    `nn.Module.to` does): the returned module is the caller's object.
+    """
     if isinstance(model, torch.nn.Module):
         return model.to(device), dict(getattr(model, "extra_info", None) or {})
     if not isinstance(model, (str, os.PathLike)):
         raise ConfigError(f"model must be a PtychoPINN, a model directory/zip or a wts.h5.zip, got {type(model).__name__}")
-    path = Path(model)
-    if not path.exists():
-        raise ModelFormatError(f"{path}: model not found")
-    if is_legacy_bundle(path):
-        try:
-            from ptychopinn.interop import load_tf_bundle  # lazy: the core never imports interop at import time
-        except ImportError as exc:
-            raise ModelFormatError(f"{path}: is a legacy TensorFlow bundle, but ptychopinn.interop.load_tf_bundle is unavailable ({exc})") from exc
-        bundle = load_tf_bundle(path)
-        module = bundle.model
-        extra = {"legacy_bundle": str(path)}
-        return module.to(device), extra
-    from .. import io
-
-    if not io.is_model_path(path):
-        raise ModelFormatError(f"{path}: not a ptychopinn model (a directory or .zip with config.json and model.safetensors) nor a legacy wts.h5.zip")
-    module = io.load_model(path, device=device)
-    info = io.read_model_info(path).extra
-    return module, dict(info or {})
+    return _load_path(model, device)
 
 
 def _inference_data_config(model: torch.nn.Module, extra: dict[str, Any], data_config: DataConfig | None) -> DataConfig:
@@ -400,8 +388,7 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
 
 def _run_tf(net, dataset, groups, batch_size, crop, dev):
     """TF `reassemble_position(M=crop)` (holds all patches, as TF did)."""
-    from ptychopinn.interop.tf_compat import reassemble_position  # lazy: only this branch needs interop
-
+    reassemble_position = get_stitcher("tf")  # interop's TF-compatible stitcher, via its entry point
     n = groups.n_groups
     patches = torch.cat([p.cpu() for _, p in _predict(net, dataset, n, batch_size, dev)])
     centres = np.asarray(groups.centres, dtype=np.float64)

@@ -25,8 +25,6 @@ DOC = REPO / "docs" / "architecture.md"
 ROOTS = {"ptychopinn": "ptychopinn", "ptychopinn.kernels": "kernels", "ptychopinn.interop": "interop"}
 STDLIB = set(sys.stdlib_module_names)
 
-# Known violation, removed by the model-loader / stitcher registry (issue 12): empty it then.
-KNOWN_CORE_VIOLATIONS = {"ptychopinn.reconstruct.core"}
 # The core must never import these, whatever the doc says.
 FORBIDDEN_IN_CORE = ("ptychopinn.interop", "tensorflow", "keras", "onnx", "onnxruntime", "onnxscript", "ptychodus")
 
@@ -184,7 +182,7 @@ def test_imports_follow_the_layer_table(name):
 def test_core_never_imports_interop_tf_onnx_ptychodus():
     problems = []
     for name in MODULES:
-        if not _is_core(name) or name in KNOWN_CORE_VIOLATIONS:
+        if not _is_core(name):
             continue
         for imp in imports_of(name):
             if any(imp.target == f or imp.target.startswith(f + ".") for f in FORBIDDEN_IN_CORE):
@@ -195,7 +193,7 @@ def test_core_never_imports_interop_tf_onnx_ptychodus():
 def test_doc_rows_for_the_core_do_not_allow_forbidden_imports():
     bad = []
     for row in ROWS:
-        if not any(_is_core(m) for m in row.modules) or set(row.modules) & {m.rsplit(".", 1)[0] for m in KNOWN_CORE_VIOLATIONS}:
+        if not any(_is_core(m) for m in row.modules):
             continue
         for e in row.internal:
             if e == "*" or _matches("ptychopinn." + e, "interop") or e == "interop":
