@@ -87,7 +87,7 @@ def export_onnx(
     from ptychopinn import __version__
     from ptychopinn.config import config_to_dict
     from ptychopinn.io.atomic import atomic_write
-    from ptychopinn.reconstruct.core import _inference_data_config
+    from ptychopinn.data.inputs import inference_data_config
     from ptychopinn.reconstruct.geometry import default_crop
 
     from .wrapper import ObjectGraph
@@ -104,7 +104,7 @@ def export_onnx(
             f"{source}: generator {cfg.generator!r} needs FFTs (spectral convolutions) and the ONNX inference graph is FFT-free; "
             "only models of an FFT-free generator (e.g. 'cnn') export to ONNX"
         )
-    dcfg = _inference_data_config(net, extra, None)
+    dcfg = inference_data_config(cfg.gridsize, extra)
     info = OnnxModelInfo(
         N=int(cfg.N),
         gridsize=int(cfg.gridsize),

@@ -185,17 +185,15 @@ def _refine_options(args: argparse.Namespace):
 
 def _grouping(model, args: argparse.Namespace):
     """DataConfig for --n-groups/--seed: the model's gridsize and saved neighbor_count."""
-    from ..config import DataConfig
+    from ..data.inputs import inference_data_config
     from ..io import is_model_path, read_model_info
 
     if not is_model_path(model):
         raise ConfigError("--n-groups/--seed: only supported with native models (convert a legacy bundle first)")
     info = read_model_info(model)
-    saved = ((info.extra or {}).get("training") or {}).get("data_config") or {}
-    K = int(saved.get("neighbor_count", DataConfig().neighbor_count))
     n_groups = None if args.n_groups is None else number("n-groups", args.n_groups, int)
-    seed = INFERENCE_SEED if args.seed is None else number("seed", args.seed, int)
+    seed = None if args.seed is None else number("seed", args.seed, int)
     try:
-        return DataConfig(gridsize=info.config.gridsize, neighbor_count=K, n_groups=n_groups, seed=seed)
+        return inference_data_config(info.config.gridsize, info.extra, n_groups=n_groups, seed=seed)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

@@ -25,6 +25,10 @@ _LAZY = {
     "DetectorTransform": "detector",
     "object_patches": "labels",
     "GroupDataset": "torch_dataset",
+    "as_scan": "inputs",
+    "scan_label": "inputs",
+    "inference_data_config": "inputs",
+    "INFERENCE_SEED": "inputs",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

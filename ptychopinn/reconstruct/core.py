@@ -21,7 +21,7 @@ from ..config import DataConfig
 from ..errors import ConfigError, DataError, PtychoPINNError
 from ..io.loaders import find_model_loader
 from ..io.loaders import load_any_model as _load_path
-from ..train.inputs import as_scan, scan_label
+from ..data.inputs import as_scan, inference_data_config, scan_label
 from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 from .stitchers import get_stitcher
 
@@ -94,17 +94,6 @@ def load_any_model(model: Any, device: torch.device) -> tuple[torch.nn.Module, d
     if not isinstance(model, (str, os.PathLike)):
         raise ConfigError(f"model must be a PtychoPINN, a model directory/zip or a wts.h5.zip, got {type(model).__name__}")
     return _load_path(model, device)
-
-
-def _inference_data_config(model: torch.nn.Module, extra: dict[str, Any], data_config: DataConfig | None) -> DataConfig:
-    gridsize = int(model.config.gridsize)
-    if data_config is not None:
-        if data_config.gridsize != gridsize:
-            raise ConfigError(f"DataConfig.gridsize={data_config.gridsize} differs from the model's gridsize={gridsize}")
-        return data_config
-    saved = (extra.get("training") or {}).get("data_config") or {}
-    K = int(saved.get("neighbor_count", DataConfig().neighbor_count))
-    return DataConfig(gridsize=gridsize, neighbor_count=K, n_groups=None, seed=INFERENCE_SEED)
 
 
 # -- canvas geometry ------------------------------------------------------------------------
@@ -329,7 +318,7 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
     if not 1 <= int(crop) <= N:
         raise ConfigError(f"crop must be in [1, {N}], got {crop}")
     crop = int(crop)
-    dcfg = _inference_data_config(net, extra, data_config)
+    dcfg = inference_data_config(net.config.gridsize, extra, data_config)
     groups = data.group_scan(scan, dcfg)
     if groups.n_groups == 0:
         raise DataError(f"{label}: no groups to reconstruct")

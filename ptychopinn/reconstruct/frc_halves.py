@@ -38,8 +38,8 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..io.device import resolve_device
 from ..metrics.frc import ONE_SEVENTH, FRCCrossing, frc, frc_resolution, half_bit_threshold, ring_counts
-from ..train.inputs import as_scan, scan_label
-from .core import _inference_data_config, load_any_model, reconstruct
+from ..data.inputs import as_scan, inference_data_config, scan_label
+from .core import load_any_model, reconstruct
 from .geometry import covered_box
 
 log = logging.getLogger("ptychopinn")
@@ -246,7 +246,7 @@ def half_set_frc(
     net, extra = load_any_model(model, dev)
     scan = as_scan(scan_or_path, load, int(net.config.N))
     label = scan_label(scan)
-    dcfg = _inference_data_config(net, extra, data_config)
+    dcfg = inference_data_config(net.config.gridsize, extra, data_config)
     if dcfg.n_groups is not None:
         dcfg = dataclasses.replace(dcfg, n_groups=max(1, dcfg.n_groups // 2))
     M = scan.n_positions

@@ -10,12 +10,11 @@ import logging
 
 import numpy as np
 
+from ..data.inputs import INFERENCE_SEED  # re-exported: the runner, the CLI and tests read it here
 from ..errors import ConfigError, DataError
 
 log = logging.getLogger("ptychopinn")
 
-#: seed of the grouping at inference (TF inference seeded numpy with 45)
-INFERENCE_SEED = 45
 #: TF's stitching crop at N = 64 (spec §4.6, `reassemble_position(M=20)`)
 TF_CROP = 20
 #: patch weightings of the barycentric stitcher

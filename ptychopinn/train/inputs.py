@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Any
 
 import numpy as np
 
 from ..config import DataConfig
+from ..data.inputs import as_scan, scan_label  # as_scan re-exported: moved to data (issue 12)
 from ..errors import DataError
 from ..physics.probe import probe_norm
 
@@ -21,33 +21,6 @@ log = logging.getLogger("ptychopinn")
 
 #: probe normalisation constant of spec §2.3 (ModelConfig default of the TF dataclass path)
 DEFAULT_PROBE_SCALE = 4.0
-
-
-def as_scan(scan_or_path: Any, load: Any = None, N: int | None = None) -> Any:
-    """A `data.Scan` from a Scan or a path to an NPZ/HDF5 scan file (loaded lazily).
-
-    load: `data.LoadOptions` for a path (units, pixel size, detector crop/bin), or None;
-    N: the model's size, which `crop_detector` crops to.
-    """
-    from .. import data
-
-    if isinstance(scan_or_path, (str, os.PathLike)):
-        if load is not None and N is not None:
-            load = load.for_size(N)
-        return data.load_scan(scan_or_path, options=load)
-    if hasattr(scan_or_path, "diffraction") and hasattr(scan_or_path, "xcoords"):
-        if load is not None and not load.is_default:
-            from ..errors import ConfigError
-
-            raise ConfigError("load options (--diffraction-units, --pixel-size, --crop-detector, --bin) apply to scan files; pass them to data.load_scan for an in-memory Scan")
-        return scan_or_path
-    raise DataError(f"expected a scan file path or a ptychopinn.data.Scan, got {type(scan_or_path).__name__}")
-
-
-def scan_label(scan: Any) -> str:
-    """The scan's file name for messages ('<in-memory scan>' otherwise)."""
-    path = getattr(scan, "path", None)
-    return str(path) if path else "<in-memory scan>"
 
 
 def resolve_nphotons(scan: Any, data_config: DataConfig) -> float:

@@ -30,7 +30,8 @@ from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 from ..io.atomic import strict_json_dumps
 from . import master_weights
 from . import state as st
-from .inputs import as_scan, normalised_probe_modes, resolve_nphotons, scan_label
+from ..data.inputs import as_scan, scan_label
+from .inputs import normalised_probe_modes, resolve_nphotons
 from . import loggers
 from .best import BestKeeper
 from .losses import batch_loss, detector_valid, needs_labels
