@@ -239,3 +239,21 @@ def test_the_walker_sees_function_local_imports():
     assert _verdict(Import("ptychopinn.metrics.frc", "os", 1, False), row) is None
     assert _verdict(Import("ptychopinn.metrics.frc", "ptychopinn.metrics.image", 1, False), row) is None
     assert _verdict(Import("ptychopinn.metrics.frc", "ptychopinn.errors", 1, False), row) is None
+
+
+def test_no_private_names_imported_across_packages():
+    """`from other_package.mod import _private` couples packages to internals; use public names.
+
+    `ptychopinn._lazy` (the lazy-export helper shared by every package `__init__`) and
+    `__version__` are the exceptions.
+    """
+    problems = []
+    for name, (path, _) in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            for imp, alias in zip(imports_in(name, ast.unparse(node), MODULES[name][1]), node.names):
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and _project(imp.target) and _package(imp.target) != _package(name):
+                    problems.append(f"{name} line {node.lineno}: from {imp.target} import {alias.name}")
+    assert not problems, "private names imported across packages:\n" + "\n".join(problems)
