@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ptychopinn.io.atomic import atomic_write
+
 from .timing import Stats
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -164,17 +166,9 @@ def _jsonable(v: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write `text` to `path` atomically, permissions following the umask (`ptychopinn.io.atomic`)."""
+    with atomic_write(Path(path), "w") as fh:
+        fh.write(text)
 
 
 __all__ = ["Row", "Context", "skipped", "tf_available", "run_tf_worker", "rel_l2", "atomic_write_text", "TF_MISSING", "REPO_ROOT"]

@@ -43,8 +43,9 @@ def register() -> None:
     from .tf_compat import reassemble_position
 
     lo = TF_BUNDLE_LOADER
-    register_model_loader(lo.name, lo.is_path, lo.load, describe=lo.describe)
-    register_stitcher("tf", reassemble_position)
+    # replace=True: interop owns these names (a re-imported interop must not clash with itself)
+    register_model_loader(lo.name, lo.is_path, lo.load, describe=lo.describe, replace=True)
+    register_stitcher("tf", reassemble_position, replace=True)
 
 
 __all__ = ["TF_BUNDLE_LOADER", "is_legacy_bundle", "load_legacy_bundle", "register"]

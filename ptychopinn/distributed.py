@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from . import errors
+from .data.normalize import factor_from_energy, pattern_energy, pattern_occurrences
+from .data.normalize import normalization_factor as plain_normalization_factor
 from .errors import ConfigError, PtychoPINNError
 
 __all__ = [
@@ -212,23 +214,14 @@ def normalization_factor(
     occurrence-weighted energies of its block (float64) and the sums are all-reduced, so no rank
     reads the whole scan. Single process: the plain function.
     """
-    from .data import normalization_factor as plain
-    from .data.normalize import pattern_energy
-    from .errors import DataError
-
     info = current()
     if info is None:
-        return plain(diffraction, indices, bad_pixels=bad_pixels)
-    M, N = int(diffraction.shape[0]), int(diffraction.shape[-1])
-    flat = np.asarray(indices).reshape(-1)
-    if flat.size == 0 or flat.dtype.kind not in "iu" or flat.min() < 0 or flat.max() >= M:
-        raise DataError(f"normalisation indices must be a non-empty integer array within [0, {M})")
-    rows, counts = np.unique(flat, return_counts=True)
+        return plain_normalization_factor(diffraction, indices, bad_pixels=bad_pixels)
+    rows, counts = pattern_occurrences(diffraction, indices)
+    if counts is None:
+        counts = np.ones(rows.size, dtype=np.int64)
     a, b = contiguous_shard(rows.size, info.rank, info.world_size)
     energy = pattern_energy(diffraction, rows[a:b], bad_pixels=bad_pixels)
     part = torch.tensor([float(energy @ counts[a:b]), float(counts[a:b].sum())], dtype=torch.float64, device=device)
     all_reduce_sum(part)
-    mean = float(part[0]) / float(part[1])
-    if not np.isfinite(mean) or mean <= 0.0:
-        raise DataError(f"diffraction has mean pattern energy {mean}, expected a positive finite value")
-    return np.float32(np.sqrt((N / 2) ** 2 / mean))
+    return factor_from_energy(float(part[0]), float(part[1]), int(diffraction.shape[-1]))

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DataError
 from .lazy import CHUNK_BYTES
 
-__all__ = ["normalization_factor", "pattern_energy"]
+__all__ = ["normalization_factor", "pattern_energy", "pattern_occurrences", "factor_from_energy"]
 
 
 def pattern_energy(
@@ -54,6 +54,33 @@ def _mask(bad_pixels: np.ndarray, N: int) -> np.ndarray:
     return bad
 
 
+def pattern_occurrences(diffraction: Any, indices: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(sorted distinct pattern rows, their occurrence counts) of `indices`, validated.
+
+    indices: (B, C) (or any shape) integer pattern indices; None means every pattern once (counts
+    None). Shared by `normalization_factor` and `distributed.normalization_factor` (which shards
+    the rows).
+    """
+    M = int(diffraction.shape[0])
+    if indices is None:
+        return np.arange(M, dtype=np.int64), None
+    flat = np.asarray(indices).reshape(-1)
+    if flat.size == 0 or flat.dtype.kind not in "iu":
+        raise DataError(f"normalisation indices have shape {np.shape(indices)} {flat.dtype}, expected a non-empty integer array")
+    if flat.min() < 0 or flat.max() >= M:
+        raise DataError(f"normalisation indices out of range [0, {M})")
+    rows, counts = np.unique(flat, return_counts=True)
+    return rows, counts
+
+
+def factor_from_energy(total: float, occurrences: float, N: int) -> np.float32:
+    """f = sqrt((N/2)² / mean) with mean = total / occurrences (float64), as float32."""
+    mean = total / occurrences
+    if not np.isfinite(mean) or mean <= 0.0:
+        raise DataError(f"diffraction has mean pattern energy {mean}, expected a positive finite value")
+    return np.float32(np.sqrt((N / 2) ** 2 / mean))
+
+
 def normalization_factor(diffraction: Any, indices: Any = None, *, bad_pixels: np.ndarray | None = None) -> np.float32:
     """f such that the mean per-occurrence Σ_measured (f·d)² equals (N/2)².
 
@@ -61,21 +88,9 @@ def normalization_factor(diffraction: Any, indices: Any = None, *, bad_pixels: n
     integer pattern indices of the grouped set; None means every pattern once.
     bad_pixels: `(N, N)` bool (True = not measured) excluded from the sums (`Scan.bad_pixels`).
     """
-    M = int(diffraction.shape[0])
     N = int(diffraction.shape[-1])
-    if indices is None:
-        rows, counts = np.arange(M, dtype=np.int64), None
-    else:
-        flat = np.asarray(indices).reshape(-1)
-        if flat.size == 0 or flat.dtype.kind not in "iu":
-            raise DataError(f"normalisation indices have shape {np.shape(indices)} {flat.dtype}, expected a non-empty integer array")
-        if flat.min() < 0 or flat.max() >= M:
-            raise DataError(f"normalisation indices out of range [0, {M})")
-        rows, counts = np.unique(flat, return_counts=True)
+    rows, counts = pattern_occurrences(diffraction, indices)
     energy = pattern_energy(diffraction, rows, bad_pixels=bad_pixels)
     total = float(energy.sum()) if counts is None else float(energy @ counts)
     occurrences = rows.size if counts is None else int(counts.sum())
-    mean = total / occurrences
-    if not np.isfinite(mean) or mean <= 0.0:
-        raise DataError(f"diffraction has mean pattern energy {mean}, expected a positive finite value")
-    return np.float32(np.sqrt((N / 2) ** 2 / mean))
+    return factor_from_energy(total, occurrences, N)

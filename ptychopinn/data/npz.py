@@ -14,7 +14,6 @@ import io
 import os
 import pickletools
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from ..errors import DataError
-from ..io.atomic import file_mode
+from ..io.atomic import atomic_path
 from .lazy import iter_chunks
 
 __all__ = ["NpzReader", "MemberHeader", "write_npz"]
@@ -192,26 +191,14 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> Path:
 
     `arrays` maps keys to numpy arrays or lazy arrays (anything with `shape`, `dtype` and row
     slicing); large arrays are streamed in chunks. Object dtypes are refused. The archive is
-    written to a temporary file in the destination folder and moved into place with
-    `os.replace`, so readers never see a half-written file.
+    written to a temporary file in the destination folder and moved into place
+    (`io.atomic.atomic_path`: fsync, umask permissions), so readers never see a half-written file.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w+b") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w+b") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key, value in arrays.items():
                 _write_member(zf, raw, key, value)
-        with open(tmp_name, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, file_mode())  # mkstemp made it 0o600: follow the umask
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 

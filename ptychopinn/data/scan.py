@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..io.atomic import file_mode
+from ..io.atomic import atomic_path
 from .detector import UNITS, DetectorTransform, crop_window, resample_object, size_hint, transform_mask, transform_probe
 from .lazy import H5Source, LazyArray, iter_chunks
 from .npz import NpzReader, write_npz
@@ -1034,33 +1033,19 @@ def save_scan_h5(
 
     valid = make_scan(scan, **arrays)
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in _file_arrays(valid).items():
-                if key == "_metadata":
-                    f.create_dataset(key, data=str(value[()]), dtype=h5py.string_dtype("utf-8"))
-                elif key in ("diffraction", "Y"):
-                    M, N = value.shape[0], value.shape[-1]
-                    dtype = np.float32 if key == "diffraction" else np.complex64
-                    ds = f.create_dataset(
-                        key, shape=(M, N, N), dtype=dtype, chunks=(min(M, max(1, 2**20 // (N * N * 4))), N, N),
-                        compression=compression,
-                    )
-                    for start, block in iter_chunks(value):
-                        ds[start : start + block.shape[0]] = block
-                else:
-                    f.create_dataset(key, data=value)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp made it 0o600: follow the umask
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in _file_arrays(valid).items():
+            if key == "_metadata":
+                f.create_dataset(key, data=str(value[()]), dtype=h5py.string_dtype("utf-8"))
+            elif key in ("diffraction", "Y"):
+                M, N = value.shape[0], value.shape[-1]
+                dtype = np.float32 if key == "diffraction" else np.complex64
+                ds = f.create_dataset(
+                    key, shape=(M, N, N), dtype=dtype, chunks=(min(M, max(1, 2**20 // (N * N * 4))), N, N),
+                    compression=compression,
+                )
+                for start, block in iter_chunks(value):
+                    ds[start : start + block.shape[0]] = block
+            else:
+                f.create_dataset(key, data=value)
     return path

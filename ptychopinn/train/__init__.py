@@ -13,19 +13,11 @@ The package module itself is callable (forwards to `train`), so `pp.train(...)` 
 """
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
+from ptychopinn._lazy import make_callable
 
 from .loop import ADAM_EPS, CHECKPOINT_DIR, METRICS_FILE, TrainResult, train
 from .step import train_step
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> TrainResult:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "train")
 
 __all__ = ["train", "train_step", "TrainResult", "CHECKPOINT_DIR", "METRICS_FILE", "ADAM_EPS"]

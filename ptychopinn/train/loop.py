@@ -26,11 +26,12 @@ import torch
 
 from .. import physics
 from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict
+from ..data.inputs import as_scan, scan_label
 from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
 from ..io.atomic import strict_json_dumps
+from ..kernels import center_mask
 from . import master_weights
 from . import state as st
-from ..data.inputs import as_scan, scan_label
 from .inputs import normalised_probe_modes, resolve_nphotons
 from . import loggers
 from .best import BestKeeper
@@ -775,11 +776,8 @@ def _write_final(out: Path, model: torch.nn.Module, extra: dict[str, Any]) -> No
 
 
 def _centre_mask(model_config: ModelConfig, device: torch.device) -> torch.Tensor:
-    """(N, N) float32 ones on the central N/2 square (spec §4.5)."""
-    N = model_config.N
-    m = torch.zeros(N, N, device=device)
-    m[N // 4 : 3 * N // 4, N // 4 : 3 * N // 4] = 1
-    return m
+    """(N, N) float32 ones on the central N/2 square (spec §4.5): `kernels.center_mask`."""
+    return center_mask(model_config.N, device=device)
 
 
 def _progress(enabled: bool, total: int, desc: str) -> Any:
