@@ -186,12 +186,15 @@ def frc_of_images(
 
 def crossing(curve: np.ndarray, threshold: float | np.ndarray, frequencies: np.ndarray) -> FRCCrossing:
     """First downward crossing of `threshold` by `curve`, after the first ring (≥ 1) where the
-    curve is at or above it — rings below the threshold before that (the ½-bit curve is ≈ 1 at
-    the smallest rings) are not a crossing. A curve never at or above the threshold gives
-    frequency 0 (resolution ∞, written as null): nothing is resolved."""
+    curve is at or above it — rings below the threshold before that (the ½-bit curve is high at
+    the smallest rings, which hold few pixels) are not a crossing. That first ring must lie in
+    the low-frequency start window (the first max(2, ⌈K/5⌉) rings after DC): a curve that only
+    touches the threshold at high frequency (noise) resolves nothing. A curve never at or above
+    the threshold there gives frequency 0 (resolution ∞, written as null): nothing is resolved."""
     c = np.asarray(curve, dtype=np.float64)
     t = np.broadcast_to(np.asarray(threshold, dtype=np.float64), c.shape)
-    above = np.nonzero(c[1:] >= t[1:])[0]
+    window = max(2, -(-c.size // 5))
+    above = np.nonzero(c[1 : 1 + window] >= t[1 : 1 + window])[0]
     if above.size == 0:
         return FRCCrossing(0.0, float("inf"), True)
     k0 = int(above[0]) + 1

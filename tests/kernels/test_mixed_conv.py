@@ -79,9 +79,10 @@ def test_shards_add_up_to_the_whole_batch():
     # per-sample outputs and input gradients do not depend on the batch they were computed in
     assert torch.equal(torch.cat([p[1] for p in parts]), gx)
     assert torch.equal(torch.cat([p[0] for p in parts]), _grads(x, w, b, go)[0])
-    # the float64 sums agree to float64 rounding, so their float32 values are identical
+    # the float64 sums agree to float64 rounding (a few ulps of the largest entry, ~300 here: the
+    # reduction order over B*H*W terms depends on the CPU's kernels), so their float32 values are identical
     sw, sb = sum(p[2] for p in parts), sum(p[3] for p in parts)
-    torch.testing.assert_close(sw, gw, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(sw, gw, rtol=0, atol=1e-14 * float(gw.abs().max()))
     assert torch.equal(sw.float(), gw.float()) and torch.equal(sb.float(), gb.float())
 
 

@@ -99,6 +99,12 @@ def test_crossing_starts_where_the_curve_reaches_the_threshold():
     from ptychopinn.io.atomic import strict_json_dumps
 
     assert json.loads(strict_json_dumps({"r": never.resolution_px})) == {"r": None}
+    # reaching the threshold only at high frequency (noise, past the start window) resolves nothing
+    f20 = np.linspace(0, 0.5, 20)
+    late = np.zeros(20)
+    late[0], late[14] = 1.0, 0.9
+    noise = crossing(late, np.full(20, 0.3), f20)
+    assert noise.frequency == 0.0 and noise.resolution_px == float("inf")
     flat = crossing(np.ones(6), thr, f)
     assert not flat.crossed and flat.frequency == 0.5
 
