@@ -233,7 +233,7 @@ class TrainConfig:
             w = {f: getattr(self, f) for f in STAGE_WEIGHTS.values()}
             if stage is not None:
                 w.update({STAGE_WEIGHTS[k]: v for k, v in stage.weights})
-            if self.model_type == "pinn" and not (w["nll_weight"] or w["mae_weight"] or (w["realspace_weight"] and w["tv_weight"])):
+            if self.model_type == "pinn" and not (w["nll_weight"] or w["mae_weight"] or (w["realspace_weight"] and (w["tv_weight"] or w["realspace_mae_weight"]))):  # as batch_loss
                 where = f" (stage {i + 1})" if stage is not None else ""
                 raise ConfigError(f"TrainConfig: every PINN loss weight (nll_weight, mae_weight, realspace) is zero{where}")
 

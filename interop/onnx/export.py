@@ -40,13 +40,19 @@ class ExportReport:
 
 
 def _load(model: Any) -> tuple[Any, dict[str, Any], str]:
-    """(PtychoPINN on CPU in eval mode, saved extra info, source name) from a module or a path."""
+    """(PtychoPINN on CPU in float32 eval mode, saved extra info, source name) from a module or a path.
+
+    A module passed in is copied first: the caller's model keeps its device, dtype and mode.
+    """
+    import copy
+
     import torch
 
     from ptychopinn.reconstruct.core import load_any_model
 
-    source = "<in-memory model>" if isinstance(model, torch.nn.Module) else Path(model).name
-    net, extra = load_any_model(model, torch.device("cpu"))
+    in_memory = isinstance(model, torch.nn.Module)
+    source = "<in-memory model>" if in_memory else Path(model).name
+    net, extra = load_any_model(copy.deepcopy(model) if in_memory else model, torch.device("cpu"))
     return net.float().eval(), extra, source
 
 

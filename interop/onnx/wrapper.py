@@ -17,6 +17,7 @@ from torch import nn
 
 from ptychopinn import kernels
 from ptychopinn.errors import ModelFormatError
+from ptychopinn.grid import centre_crop
 
 def _pad_centre(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad the last two axes `(…, n, n)` to `(…, size, size)`, (size − n)//2 before (real)."""
@@ -24,11 +25,6 @@ def _pad_centre(x: torch.Tensor, size: int) -> torch.Tensor:
     before = (size - n) // 2
     after = size - n - before
     return nn.functional.pad(x, (before, after, before, after))
-
-
-def _crop_centre(x: torch.Tensor, size: int) -> torch.Tensor:
-    k = (x.shape[-1] - size) // 2
-    return x[..., k : k + size, k : k + size]
 
 
 class ObjectGraph(nn.Module):
@@ -73,7 +69,7 @@ class ObjectGraph(nn.Module):
             canvas_re, canvas_im = torch.chunk(both, 2, dim=0)
         else:
             canvas_re, canvas_im = _pad_centre(real[:, 0], cfg.padded_size), _pad_centre(imag[:, 0], cfg.padded_size)
-        return _crop_centre(canvas_re, cfg.N), _crop_centre(canvas_im, cfg.N)
+        return centre_crop(canvas_re, cfg.N), centre_crop(canvas_im, cfg.N)
 
 
 __all__ = ["ObjectGraph"]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AmpActivation, CombineMode
+from ..grid import centre_crop as crop_centre  # the one definition (re-exported under the model's name)
 from ..kernels import center_mask
 
 _AMP_ACTIVATIONS = {
@@ -60,12 +61,6 @@ def pad_centre(x: torch.Tensor, size: int) -> torch.Tensor:
     if torch.is_complex(x):  # F.pad lacks complex support on some backends
         return torch.complex(F.pad(x.real, pad), F.pad(x.imag, pad))
     return F.pad(x, pad)
-
-
-def crop_centre(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Central `(…, size, size)` window of the last two axes, starting at (n − size)//2."""
-    k = (x.shape[-1] - size) // 2
-    return x[..., k : k + size, k : k + size]
 
 
 def border_mask(N: int, *, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data.inputs import INFERENCE_SEED  # re-exported: the runner, the CLI and tests read it here
 from ..errors import ConfigError, DataError
+from ..grid import centre_crop  # re-exported: the ONNX runner and live follow use geometry.centre_crop
 
 log = logging.getLogger("ptychopinn")
 
@@ -42,13 +43,6 @@ def patch_weights(probe: np.ndarray, crop: int, kind: str) -> np.ndarray | None:
     if not w.max() > 0:
         raise DataError("probeGuess is zero in the stitched region; use weight='uniform'")
     return (w / w.max()).astype(np.float32)
-
-
-def centre_crop(patches: np.ndarray, crop: int) -> np.ndarray:
-    """Central `(…, crop, crop)` window of `(…, N, N)` (numpy or torch), starting at N//2 − crop//2."""
-    N = patches.shape[-1]
-    a = N // 2 - crop // 2
-    return patches[..., a : a + crop, a : a + crop]
 
 
 def canvas_geometry(centres: np.ndarray, crop: int, obj_shape: tuple[int, int] | None) -> tuple[tuple[int, int], np.ndarray]:

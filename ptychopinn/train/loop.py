@@ -97,10 +97,18 @@ def _validate(tc: TrainConfig) -> None:
 
 @contextlib.contextmanager
 def _determinism(enabled: bool, seed: int) -> Iterator[None]:
-    """Seed torch/numpy/python and force deterministic kernels for the block (restored after)."""
+    """Seed torch/numpy/python and force deterministic kernels for the block.
+
+    Restored after the block: the python, numpy and torch CPU generators (and the CUDA ones when
+    CUDA was initialised on entry), the deterministic-algorithm and cuDNN flags, and
+    `CUBLAS_WORKSPACE_CONFIG` (removed again when this set it).
+    """
     if not enabled:
         yield
         return
+    py_state, np_state, cpu_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    set_cublas = "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -118,6 +126,13 @@ def _determinism(enabled: bool, seed: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(prev_alg, warn_only=prev_warn)
         torch.backends.cudnn.benchmark = prev_bench
         torch.backends.cudnn.deterministic = prev_det
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        if set_cublas:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _autocast_factory(amp: str, device: torch.device) -> Callable[[], Any] | None:

@@ -172,3 +172,13 @@ def test_legacy_bundle_exports_and_matches_its_torch_model(tmp_path: Path) -> No
     sess = _session(report.path)
     real, imag = sess.run(None, {"diffraction": x.numpy(), "offsets": off.numpy()})
     assert rel_l2(real + 1j * imag, ref) <= 1e-5
+
+
+def test_export_leaves_the_callers_model_alone(tmp_path: Path) -> None:
+    """A float64 model in training mode stays float64 and in training mode after export."""
+    m = _model(1).double().train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    export_onnx(m, tmp_path / "m.onnx", verify=False)
+    assert m.training and all(p.dtype == torch.float64 for p in m.parameters())
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -111,3 +111,13 @@ def test_interop_register_is_idempotent_with_entry_points():
     plugins.register()
     plugins.register()
     assert [lo.name for lo in loaders.model_loaders()].count("tf_bundle") == 1
+
+
+def test_load_any_model_of_a_module_returns_the_callers_object():
+    """Documented: a module passed in is moved with `.to(device)` and returned itself (no copy)."""
+    from ptychopinn.reconstruct.core import load_any_model
+
+    m = _model()
+    m.extra_info = {"note": 1}
+    out, extra = load_any_model(m, torch.device("cpu"))
+    assert out is m and extra == {"note": 1}
