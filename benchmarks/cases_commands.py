@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -99,6 +100,14 @@ def _timed_command(ctx: Context, argv_of: Any, warmup: int, repeats: int) -> tup
     return st, last[0]
 
 
+def _epoch_seconds(model_dir: Path) -> list[float]:
+    """Per-epoch seconds (steps + validation) that `ptychopinn train` logged in metrics.jsonl."""
+    path = model_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [float(json.loads(ln)["seconds"]) for ln in path.read_text().splitlines() if ln.strip()]
+
+
 def _train_groups(scan_path: Path) -> tuple[Any, Any, np.ndarray, float, float]:
     """What `ptychopinn train` feeds the model: (scan, groups, train indices, f·s, s)."""
     scan = data.load_scan(scan_path)
@@ -145,10 +154,14 @@ def run(ctx: Context) -> list[Row]:
                     "--batch-size", str(BATCH), "--seed", str(SEED), "--quiet"]
 
         st, model_dir = _timed_command(ctx, train_argv, warmup=0, repeats=sz["train_repeats"])
+        epoch_s = _epoch_seconds(model_dir)
         rows.append(Row(tname, GROUP, tdesc, st, items=n_train * epochs, unit="groups/s", baselines=["commands/train/tf"],
                         metrics={"patterns_per_s": n_train * epochs / st.median_s, "epochs": epochs,
                                  "train_groups": n_train, "batch_size": BATCH,
-                                 "command_s_per_epoch": st.median_s / epochs}))
+                                 "command_s_per_epoch": st.median_s / epochs,
+                                 # the last run's own per-epoch times (steps + validation, metrics.jsonl)
+                                 "epoch_seconds": epoch_s,
+                                 "outside_epochs_s": (st.samples[-1] - sum(epoch_s)) if epoch_s and st.samples else None}))
     except Exception as exc:  # noqa: BLE001
         rows.append(skipped(tname, GROUP, tdesc, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}",
                             baselines=["commands/train/tf"]))
