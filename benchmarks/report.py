@@ -17,6 +17,7 @@ ABOUT = """## What is measured
 | training | one Adam step on the Poisson NLL, batch 16: eager float32, channels_last, bf16 autocast, compiled | TF reference (GradientTape + keras Adam, same weights and batch) |
 | scale | 1e3 → 1e6 patches of 64×64, one subprocess per size (time, peak RSS, bytes/s): `benchmarks/stitch_scale.py` | TF-style full-canvas translate-and-sum (`benchmarks/scale_worker.py`) while TF's padded stack (n·S²·8 B) fits a 2 GB budget; beyond it the row reports the memory it would need |
 | quality | train ours and TF 8 epochs on the same simulated scan (same initial weights, batch order, Adam), reconstruct a second scan; amplitude/phase PSNR and SSIM (full mode only) | TF |
+| commands | the user commands end to end on a simulated scan stored as int32 counts without `objectGuess` (512 positions, N=64 gs1; `--quick` 64): `commands/train/default` (`ptychopinn train`, 2 epochs, batch 16, in-process CLI: load, group, steps, validation, checkpoint), `commands/reconstruct/default` (`ptychopinn reconstruct`: load, group, infer, stitch, write), `commands/reconstruct/onnxruntime` (`run_onnx`), `commands/train_step/{default,deterministic}` (one Adam step, fast path vs `--deterministic`) | TF `train` epochs on the same groups/batch (after tracing) and TF inference + `reassemble_position`; the default command for ONNX and `--deterministic` |
 
 Every row reports the median and inter-quartile range of the timed repeats after warm-up, and
 *speed-up* = baseline median / row median, both measured in the same run. TensorFlow always runs
@@ -36,7 +37,7 @@ pattern at N=64 gs1, 0.42 at gs2, 3.08 at N=128; checked against forward hooks i
 training counts 3× forward. Stitching bytes moved = patch reads (8 B per complex64 pixel) +
 read-modify-write of the numerator (8 B) and weight sum (4 B) over each (h+1)×(w+1) window.
 
-## Targets (from issue 7)
+## Targets (from issues 7 and 17)
 
 | target | check |
 |---|---|
@@ -47,6 +48,10 @@ read-modify-write of the numerator (8 B) and weight sum (4 B) over each (h+1)×(
 | 1,000,000 patches of 64×64 in < 2 GB peak RSS | `stitch_scale/ours/1000000` |
 | stitching ≥ 30 % of memory bandwidth | `stitch64/ours`, `stitch_scale/ours/*` `fraction_of_bandwidth` |
 | ONNX Runtime ≥ torch eager | `inference/n64_gs1/onnxruntime` |
+| `ptychopinn train` end to end ≥ 1.5× TF (issue 17) | `commands/train/default` vs `commands/train/tf` |
+| `ptychopinn reconstruct` end to end ≥ 1.5× TF inference + stitch (issue 17) | `commands/reconstruct/default` vs `commands/reconstruct/tf` |
+| `--deterministic` step ≤ 1.3× the default step (issue 17) | `commands/train_step/deterministic` / `commands/train_step/default` |
+| ONNX Runtime runner ≥ the default torch `reconstruct` (issue 17) | `commands/reconstruct/onnxruntime` vs `commands/reconstruct/default` |
 
 The suite prints each target as MET / NOT MET / n/a; it never fails on them.
 """
@@ -71,7 +76,7 @@ def markdown(report: dict[str, Any]) -> str:
         "```",
         "",
         "(`ptychopinn bench` runs the same suite from a source checkout; `--quick` is the CI smoke test;",
-        "`--only GROUP` runs one group: limits, kernels, inference, training, scale, quality).",
+        "`--only GROUP` runs one group: limits, kernels, inference, training, scale, quality, distributed, live, commands).",
         "",
         f"Mode: **{report['mode']}**, started {report['started']}, took {report['duration_s']:.0f} s.",
         "",

@@ -30,6 +30,7 @@ GROUPS: dict[str, str] = {
     "quality": "cases_quality",
     "distributed": "cases_distributed",
     "live": "cases_live",
+    "commands": "cases_commands",
 }
 REGENERATE = "python -m benchmarks --json benchmarks/results.json --markdown docs/benchmarks.md"
 

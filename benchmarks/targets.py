@@ -1,4 +1,4 @@
-"""The performance targets of GitHub issue 7, checked against one report (informational: the suite
+"""The performance targets of GitHub issues 7 and 17, checked against one report (informational: the suite
 never fails on them; `met` is None when the rows needed were not measured)."""
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def add(name: str, desc: str, value: float | None, comparison: str, threshold: float, detail: str) -> None:
-        met = None if value is None else (value >= threshold if comparison == ">=" else value < threshold)
+        met = None if value is None else {">=": value >= threshold, "<=": value <= threshold, "<": value < threshold}[comparison]
         out.append({"name": name, "description": desc, "value": value, "comparison": comparison,
                     "threshold": threshold, "met": met, "detail": detail})
 
@@ -68,6 +68,20 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     add("stitch_bandwidth_fraction", "stitching bytes moved/s as a fraction of the copy bandwidth", best[0], ">=", 0.3, str(best[1]))
     v, d = _speedup(rows, [f"{g1}/onnxruntime"], f"{g1}/eager_f32")
     add("onnx_vs_eager", "ONNX Runtime vs torch eager float32 (N=64 gs1)", v, ">=", 1.0, d)
+    # issue 17: the user commands end to end (benchmarks/cases_commands.py)
+    c = "commands"
+    v, d = _speedup(rows, [f"{c}/train/default"], f"{c}/train/tf")
+    add("train_command_vs_tf", "`ptychopinn train` end to end (groups/s) vs the TF training epochs, same data and batch",
+        v, ">=", 1.5, d)
+    v, d = _speedup(rows, [f"{c}/reconstruct/default"], f"{c}/reconstruct/tf")
+    add("reconstruct_command_vs_tf", "`ptychopinn reconstruct` end to end (patterns/s) vs TF inference + reassemble_position",
+        v, ">=", 1.5, d)
+    v, d = _speedup(rows, [f"{c}/train_step/default"], f"{c}/train_step/deterministic")
+    add("deterministic_step_overhead", "`train --deterministic` step time / default step time", v, "<=", 1.3,
+        d.replace("best: ", "default: ") if v is not None else d)
+    v, d = _speedup(rows, [f"{c}/reconstruct/onnxruntime"], f"{c}/reconstruct/default")
+    add("onnx_runner_vs_default", "ONNX Runtime runner end to end vs the default torch `reconstruct` (eager float32)",
+        v, ">=", 1.0, d)
     return out
 
 

@@ -4,7 +4,7 @@ DIR holds `tasks.json` (`{"threads": T, "tasks": [...]}`) and `in.npz` (the inpu
 by the tasks). Writes `out.json` (`{"tf_version", "results": [...]}`, one entry per task with
 `stats` = `timing.Stats.as_dict()` or `error`) and `out.npz` (outputs for parity checks).
 
-Task kinds: translate, extract, stitch, inference, train_step, train (see `_TASKS`).
+Task kinds: translate, extract, stitch, inference, train_step, train, reconstruct (see `tasks` in `main`).
 """
 from __future__ import annotations
 
@@ -100,22 +100,48 @@ def main(argv: list[str] | None = None) -> int:
         bs, epochs = int(task["batch_size"]), int(task["epochs"])
         rng = np.random.default_rng(int(task.get("seed", 0)))
         n = X.shape[0]
+        # keep_last: also step on the last partial batch (as `ptychopinn train` does)
+        stop = n if task.get("keep_last") else n - bs + 1
+        warm_s = 0.0
+        if task.get("trace_first"):  # trace the step for every batch shape first (not timed)
+            tw = time.perf_counter()
+            for size in sorted({bs, n % bs} - {0} if task.get("keep_last") else {bs}):
+                step(tf.constant(X[:size]), tf.constant(P[:size])).numpy()
+            warm_s = time.perf_counter() - tw
         history = []
         t0 = time.perf_counter()
         for _ in range(epochs):
             order = rng.permutation(n)
             losses = []
-            for s in range(0, n - bs + 1, bs):
+            for s in range(0, stop, bs):
                 b = order[s : s + bs]
                 losses.append(float(step(tf.constant(X[b]), tf.constant(P[b])).numpy()))
             history.append(float(np.mean(losses)))
         seconds = time.perf_counter() - t0
         for i, w in enumerate(m.keras_weights()):
             outputs[f"{task['name']}/w{i}"] = w
-        return {"seconds": seconds, "history": history}
+        return {"seconds": seconds, "history": history, "warmup_s": warm_s}
+
+    def reconstruct(task):
+        # inference over all groups in batches + TF reassemble_position of the object patches
+        m = _model(task)
+        X, P = arrays[task["x"]], arrays[task["positions"]]
+        centres = arrays[task["centres"]]
+        bs, M = int(task["batch_size"]), int(task.get("M", 20))
+        fn = m.predict_fn()
+        n = X.shape[0]
+
+        def run():
+            parts = [fn(tf.constant(X[s : s + bs]), tf.constant(P[s : s + bs])) for s in range(0, n, bs)]
+            return ref.reassemble_position_tf(tf.concat(parts, axis=0), centres, M).numpy()
+
+        for size in sorted({min(bs, n), n % bs} - {0}):  # trace every batch shape (not timed)
+            fn(tf.constant(X[:size]), tf.constant(P[:size])).numpy()
+        outputs[task["name"] + "/object"] = run()
+        return {"stats": timed(run, task)}
 
     tasks = {"translate": translate, "extract": extract, "stitch": stitch, "inference": inference,
-             "train_step": train_step, "train": train}
+             "train_step": train_step, "train": train, "reconstruct": reconstruct}
     results = []
     for task in spec["tasks"]:
         try:

@@ -29,6 +29,8 @@ EXPECTED = [
     "inference/n64_gs1/tf", "inference/n64_gs2/eager_f32",
     "training/n64_gs1/eager_f32", "training/n64_gs1/tf",
     "quality/ours", "quality/tf",
+    "commands/train/default", "commands/train/tf", "commands/reconstruct/default", "commands/reconstruct/tf",
+    "commands/reconstruct/onnxruntime", "commands/train_step/default", "commands/train_step/deterministic",
 ]
 ROW_KEYS = {"name", "group", "description", "role", "status", "median_s", "spread_s", "min_s", "max_s", "repeats",
             "items", "unit", "throughput", "baseline", "ratio", "metrics"}
@@ -63,7 +65,9 @@ def test_quick_report_structure(quick_report: dict) -> None:
             assert c["min_s"] <= c["median_s"] <= c["max_s"]
     # the kernels, limits and default inference/training rows must actually run
     for name in ("limits/memcpy", "translate/ours", "extract/ours", "stitch/ours", "stitch64/ours",
-                 "inference/n64_gs1/eager_f32", "training/n64_gs1/eager_f32", "stitch_scale/ours/500"):
+                 "inference/n64_gs1/eager_f32", "training/n64_gs1/eager_f32", "stitch_scale/ours/500",
+                 "commands/train/default", "commands/reconstruct/default", "commands/train_step/default",
+                 "commands/train_step/deterministic"):
         assert rows[name]["status"] == "ok", (name, rows[name]["status"])
     # every measured candidate names a baseline; when one was measured, the first measured one is
     # used and ratio = its median / ours (TF-style stitching beyond its memory budget has none)
@@ -85,7 +89,20 @@ def test_quick_report_structure(quick_report: dict) -> None:
     assert rows["translate/ours"]["metrics"]["rel_l2_vs_grid_sample"] < 1e-5
     assert rows["stitch/ours"]["metrics"]["rel_l2_vs_full_canvas"] < 1e-4
     assert rows["stitch64/ours"]["metrics"]["rel_l2_vs_reference"] < 1e-5
-    assert {t["name"] for t in r["targets"]} >= {"inference_f32_vs_tf", "train_step_vs_tf", "stitch_1e6_peak_rss"}
+    assert {t["name"] for t in r["targets"]} >= {"inference_f32_vs_tf", "train_step_vs_tf", "stitch_1e6_peak_rss",
+                                                "train_command_vs_tf", "reconstruct_command_vs_tf",
+                                                "deterministic_step_overhead", "onnx_runner_vs_default"}
+    # the command rows count the work the command did: every training group once per epoch
+    tr = rows["commands/train/default"]
+    assert tr["items"] == tr["metrics"]["train_groups"] * tr["metrics"]["epochs"] > 0
+    if rows["commands/train/tf"]["status"] == "ok":  # same groups and epochs on the TF side
+        assert rows["commands/train/tf"]["items"] == tr["items"]
+        assert len(rows["commands/train/tf"]["metrics"]["history"]) == tr["metrics"]["epochs"]
+    if rows["commands/reconstruct/tf"]["status"] == "ok":
+        assert rows["commands/reconstruct/tf"]["items"] == rows["commands/reconstruct/default"]["items"]
+    det = {t["name"]: t for t in r["targets"]}["deterministic_step_overhead"]
+    assert det["value"] == pytest.approx(rows["commands/train_step/deterministic"]["median_s"]
+                                         / rows["commands/train_step/default"]["median_s"])
 
 
 def _hook_flops(config: ModelConfig) -> float:
