@@ -12,6 +12,7 @@ collective with `agree` so that no rank waits forever in a collective another ra
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -127,8 +128,6 @@ def session(device: str | torch.device | None = "auto", *, timeout_s: float | No
         torch.cuda.set_device(dev)
     kwargs: dict[str, Any] = {"backend": backend}
     if timeout_s is not None:
-        import datetime
-
         kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
     if dev.type == "cuda":
         kwargs["device_id"] = dev

@@ -11,6 +11,7 @@ import json
 from typing import Mapping
 
 import torch
+from safetensors.torch import load, save
 
 from ..errors import ModelFormatError
 
@@ -23,8 +24,6 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 def encode_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
     """Serialise a state dict (any devices, real or complex tensors) to safetensors bytes."""
-    from safetensors.torch import save
-
     tensors: dict[str, torch.Tensor] = {}
     complex_names: list[str] = []
     for name, value in state.items():
@@ -78,8 +77,6 @@ def decode_state(data: bytes, source: str) -> tuple[dict[str, torch.Tensor], dic
 
     source: the file name used in error messages. Never unpickles anything.
     """
-    from safetensors.torch import load
-
     header, metadata = read_header(data, source)
     try:
         complex_names = json.loads(metadata.get(COMPLEX_KEY, "[]"))

@@ -17,11 +17,21 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .. import data
+from .. import distributed as dist_
 from ..config import DataConfig
+from ..data import GroupDataset, normalization_factor
+from ..data.detector import size_hint
+from ..data.inputs import as_scan, inference_data_config, scan_label
+from ..distributed import all_reduce_sum, contiguous_shard
 from ..errors import ConfigError, DataError, PtychoPINNError
+from ..io.atomic import check_output
+from ..io.device import resolve_device
 from ..io.loaders import find_model_loader
 from ..io.loaders import load_any_model as _load_path
-from ..data.inputs import as_scan, inference_data_config, scan_label
+from ..kernels import normalize
+from ..kernels import stitch as kstitch
+from ..metrics import evaluate
 from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 from .stitchers import get_stitcher
 
@@ -149,8 +159,6 @@ def reconstruct(
     load: `data.LoadOptions` for a scan path (diffraction units, pixel size, detector crop/bin).
     Bad pixels (`scan.bad_pixels`) are excluded from the normalisation and filled at the input.
     """
-    from .. import distributed as dist_
-
     for opt in (refine, finetune):  # bad settings fail before any work
         if opt is not None:
             opt.validate()
@@ -174,8 +182,6 @@ def reconstruct(
     else:  # each rank reads only its share of the patterns
         factor = float(dist_.normalization_factor(scan.diffraction, groups.indices, dev, bad_pixels=scan.bad_pixels))
     scale = float(net.intensity_scale)
-    from ..data import GroupDataset
-
     dataset = GroupDataset(scan, groups, factor * scale)
     main = info is None or info.is_main
     tuned = None
@@ -269,8 +275,6 @@ def _stitch_probe(scan: Any, net: Any, *, warn: bool) -> np.ndarray:
 def _check_request(out_dir: Any, overwrite: bool, frc_halves: bool, stitch: str) -> None:
     """Refuse, before any work, what could only fail at the end: a non-empty `out_dir` without
     `overwrite`, and `frc_halves` with the tf stitcher or (when writing its plot) without matplotlib."""
-    from ..io.atomic import check_output
-
     if out_dir is not None:
         check_output(out_dir, overwrite=bool(overwrite), directory=True)
     if frc_halves and stitch != "barycentric":
@@ -284,16 +288,11 @@ def _check_request(out_dir: Any, overwrite: bool, frc_halves: bool, stitch: str)
 
 def _normalization_factor(diffraction: Any, indices: np.ndarray, bad_pixels: Any = None) -> Any:
     """`data.normalization_factor` (single process; bad pixels excluded)."""
-    from ..data import normalization_factor
-
     return normalization_factor(diffraction, indices, bad_pixels=bad_pixels)
 
 
 def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load=None):
     """Validated (scan, module, groups, crop, device, model extra info); identical answers on every rank."""
-    from .. import data
-    from .. import distributed as dist_
-    from ..io.device import resolve_device
 
     if weight not in ("probe", "uniform"):
         raise ConfigError(f"weight must be 'probe' or 'uniform', got {weight!r}")
@@ -307,8 +306,6 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
     net, extra = load_any_model(model, dev)
     cfg = net.config
     N = int(cfg.N)
-    from ..data.detector import size_hint
-
     scan = as_scan(scan_or_path, load, N)
     label = scan_label(scan)
     if scan.N != N:
@@ -340,8 +337,6 @@ def _predict(net: torch.nn.Module, dataset: Any, n: int, batch_size: int, dev: t
 
 def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress, info=None):
     """Stitch every group (distributed: this rank's contiguous block, then canvases summed)."""
-    from ..kernels import normalize
-    from ..kernels import stitch as kstitch
 
     centres_all = np.asarray(groups.centres, dtype=np.float64)
     (H, W), origin = canvas_geometry(centres_all, crop, obj_shape)
@@ -349,8 +344,6 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
     den = torch.zeros(H, W, dtype=torch.float32, device=dev)
     start, stop = 0, groups.n_groups
     if info is not None:
-        from ..distributed import contiguous_shard
-
         start, stop = contiguous_shard(groups.n_groups, info.rank, info.world_size)
     w = None if weights is None else weights.to(dev)
     bar = None
@@ -367,8 +360,6 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
     if bar is not None:
         bar.close()
     if info is not None:  # Σ over ranks of the numerator and weight canvases
-        from ..distributed import all_reduce_sum
-
         all_reduce_sum(torch.view_as_real(num))
         all_reduce_sum(den)
     obj = torch.where(den > 0, normalize(num, den, 1e-9), torch.zeros((), dtype=num.dtype, device=dev))
@@ -387,16 +378,12 @@ def _run_tf(net, dataset, groups, batch_size, crop, dev):
     mean = centres.astype(np.float32).astype(np.float64).mean(axis=0)
     origin = mean - S // 2
     ones = torch.ones(n, crop, crop)
-    from ..kernels import stitch as kstitch
-
     _, den = kstitch(ones, torch.from_numpy(centres - origin), (S, S))
     return np.asarray(canvas, dtype=np.complex64), den.numpy().astype(np.float32), origin, centres - origin
 
 
 def _metrics(canvas: np.ndarray, weight: np.ndarray, origin: np.ndarray, truth: np.ndarray):
     """metrics.evaluate on the covered bounding box, truth cut in the same frame (integer origin)."""
-    from ..metrics import evaluate
-
     box = covered_box(weight)
     if box is None:
         return None, None

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import io
 from ..config import TrainConfig, config_from_dict
 from ..errors import ConfigError, DataError
 from ..train.losses import batch_loss, needs_labels
@@ -127,8 +128,6 @@ def finetune(
     tuned.eval()
     summary: dict[str, Any] = {"epochs": config.epochs, "loss": losses, "seconds": time.perf_counter() - t0, "config": asdict(config)}
     if save_dir is not None:
-        from .. import io
-
         info = dict(extra or {})
         info["finetune"] = summary
         io.save_model(tuned, save_dir, extra=info)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..io.device import resolve_device
 from .core import load_any_model
 from .geometry import default_crop
 
@@ -27,8 +28,6 @@ def torch_predictor(model: Any, *, device: str = "auto", crop: int | None = None
     under `torch.inference_mode` on `device`; crop defaults to N/2 and eps to 1e-9 as in
     `reconstruct` (barycentric stitching).
     """
-    from ..io.device import resolve_device
-
     dev = resolve_device(device)
     net, _ = load_any_model(model, dev)
     net.eval()

@@ -39,6 +39,7 @@ from ..errors import ConfigError, DataError
 from ..kernels import gather_patches
 from ..kernels import stitch as kstitch
 from ..physics.operator import mixed_state_intensity
+from .. import distributed as dist_
 
 log = logging.getLogger("ptychopinn")
 
@@ -220,8 +221,6 @@ def refine_canvas(
     positions `(M, 2)` `[x, y]` canvas px of each pattern; probe `(N, N)` or `(K, N, N)` complex
     (modes); valid `(N, N)` bool (True = measured pixel) or None. See the module docstring.
     """
-    from .. import distributed as dist_
-
     config.validate()
     info = dist_.current()
     dev = torch.device(device)
@@ -311,8 +310,6 @@ def refine_canvas(
 
 def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: bool, adam, probe_power: float, info) -> torch.Tensor:
     """One minibatch update in place; returns this rank's summed loss (float64, before the step)."""
-    from .. import distributed as dist_
-
     dev = O.device
     N = int(P.shape[-1])
     t_idx = torch.as_tensor(idx, dtype=torch.int64, device=dev)

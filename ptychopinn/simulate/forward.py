@@ -40,6 +40,7 @@ from ..physics.probe import default_probe, mixed_state_probe, normalize_probe
 from ..physics.scaling import photon_scale
 from .objects import make_object
 from .scan import make_scan_positions
+from ..data import save_scan, save_scan_h5
 
 #: patterns per vectorised chunk (bounds memory: 4096·N² complex64 ≈ 128 MiB at N = 64)
 CHUNK = 4096
@@ -172,8 +173,6 @@ def simulate_to_file(config: SimulationConfig, path: str | os.PathLike[str], **k
     uncompressed NPZ with `ptychopinn.data.save_scan` (both validate the contract first, write a
     temporary file in the same folder and `os.replace` it). Returns the path written.
     """
-    from ..data import save_scan, save_scan_h5
-
     out = Path(path)
     arrays = simulate(config, **kwargs)
     metadata = json.loads(str(arrays.pop("_metadata")))

@@ -12,10 +12,12 @@ native model directory at `out_dir` (`io.save_model`).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,18 +25,25 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from .. import physics
+from .. import data, io, physics
+from .. import distributed as dist_
 from ..config import DataConfig, ModelConfig, TrainConfig, config_to_dict
+from ..data import object_patches
+from ..data.detector import size_hint
 from ..data.inputs import as_scan, scan_label
 from ..errors import ConfigError, DataError, ModelFormatError, PtychoPINNError
-from ..io.atomic import strict_json_dumps
+from ..io.atomic import atomic_directory, atomic_write, strict_json_dumps
+from ..io.device import resolve_device
+from ..io.tensor_codec import decode_state
 from ..kernels import center_mask
-from . import master_weights
+from ..model import PtychoPINN
+from ..model.generators import get_generator
+from . import loggers, master_weights
 from . import state as st
-from .inputs import normalised_probe_modes, resolve_nphotons
-from . import loggers
 from .best import BestKeeper
+from .inputs import normalised_probe_modes, resolve_nphotons
 from .losses import batch_loss, detector_valid, needs_labels
 from .schedules import EpochSchedule, stage_of
 from .step import NonFiniteLoss, train_step
@@ -144,8 +153,6 @@ def _autocast_factory(amp: str, device: torch.device) -> Callable[[], Any] | Non
 
 def _build_model(model_config: ModelConfig, probe: np.ndarray, scale: float, seed: int, device: torch.device) -> torch.nn.Module:
     """PtychoPINN with weights drawn from a private generator state seeded by `seed`."""
-    from ..model import PtychoPINN
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = PtychoPINN(model_config, probe=probe, intensity_scale=scale)
@@ -153,8 +160,6 @@ def _build_model(model_config: ModelConfig, probe: np.ndarray, scale: float, see
 
 
 def _save_native(model: torch.nn.Module, path: Path, extra: dict[str, Any]) -> None:
-    from .. import io
-
     io.save_model(master_weights.float32_model(model), path, extra=extra)
 
 
@@ -174,8 +179,6 @@ def _write_checkpoint(
 
     loop_state: JSON state of the loop's helpers (stages, early stopping, kept best epochs,
     logger), saved under "loop"."""
-    from ..io.atomic import atomic_directory
-
     tensors, opt_info = st.optimizer_state(optimizer)
     rng_t, rng_info = st.rng_state(np_rng)
     tensors.update(rng_t)
@@ -208,8 +211,6 @@ def _truncate_metrics(out_dir: Path, epochs_done: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text(encoding="utf-8").splitlines()[:epochs_done]
-    from ..io.atomic import atomic_write
-
     with atomic_write(path, "w") as fh:
         fh.write("".join(line + "\n" for line in lines))
 
@@ -247,8 +248,6 @@ def _restore_checkpoint(
 
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
     """Copy the native `model.safetensors` weights into `model` in place (strict)."""
-    from ..io.tensor_codec import decode_state
-
     try:
         weights, _ = decode_state(path.read_bytes(), str(path))
     except OSError as exc:
@@ -326,8 +325,6 @@ def _labels(scan: Any, groups: Any, batch: dict[str, torch.Tensor]) -> torch.Ten
     Cut from `scan.object` (bilinear, `data.object_patches`); gridsize-1 scans without an object
     use their per-pattern `Y`.
     """
-    from ..data import object_patches
-
     b = batch["index"].numpy()
     if scan.object is not None:
         return torch.from_numpy(object_patches(scan.object, groups.centres[b], scan.N))
@@ -363,8 +360,6 @@ def train(
     load: `data.LoadOptions` for reading a scan path (diffraction units, pixel size, detector
     crop/bin); the scan's bad pixels are excluded from the normalisation and filled at the input.
     """
-    from .. import distributed as dist_
-
     info = dist_.current()
     error: BaseException | None = None
     try:
@@ -402,9 +397,6 @@ class _Setup:
 
 def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resume, info, load=None) -> _Setup:
     """Validate everything that can be checked without collectives (all ranks, same answers)."""
-    from .. import data
-    from .. import distributed as dist_
-    from ..io.device import resolve_device
 
     model_config = model_config or ModelConfig()
     data_config = data_config or DataConfig(gridsize=model_config.gridsize)
@@ -414,8 +406,6 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
         raise ConfigError(
             f"DataConfig.gridsize={data_config.gridsize} differs from ModelConfig.gridsize={model_config.gridsize}"
         )
-    from ..model.generators import get_generator
-
     get_generator(model_config.generator)  # ConfigError naming the known generators
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and tc.logger != "none":
@@ -424,8 +414,6 @@ def _setup(scan_or_path, model_config, data_config, train_config, out_dir, resum
         raise ConfigError("resume=True needs out_dir (the folder holding checkpoint/)")
     if out is not None and not resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out}: output folder exists and is not empty (pass resume=True or choose a new folder)")
-
-    from ..data.detector import size_hint
 
     scan = as_scan(scan_or_path, load, model_config.N)
     label = scan_label(scan)
@@ -472,8 +460,6 @@ def _shards(order: np.ndarray, batch_size: int, info: Any) -> list[tuple[list[in
     slice becomes the batch's first group with weight 0 (every rank must take part in each
     gradient all-reduce).
     """
-    from .. import distributed as dist_
-
     plan = []
     for i in range(0, len(order), batch_size):
         g = order[i : i + batch_size]
@@ -491,8 +477,6 @@ def _shards(order: np.ndarray, batch_size: int, info: Any) -> list[tuple[list[in
 
 def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
     """The training loop proper (single process or one rank of a distributed job)."""
-    from .. import data
-    from .. import distributed as dist_
 
     model_config, data_config, tc, out, scan, label = su.model_config, su.data_config, su.tc, su.out, su.scan, su.label
     groups, train_idx, val_idx, device, scale = su.groups, su.train_idx, su.val_idx, su.device, su.scale
@@ -529,10 +513,6 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
                 log.info("resuming from %s after epoch %d", out / CHECKPOINT_DIR, start_epoch)  # type: ignore[operator]
         run_model: Any = model
         if info is not None:  # gradients averaged over ranks; buffers never change, so not broadcast
-            from torch.nn.parallel import DistributedDataParallel
-
-            import inspect
-
             sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
             run_model = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
@@ -742,8 +722,6 @@ def _check_resumable(out: Path, tc: TrainConfig, loop_state: dict[str, Any]) -> 
 
 def _on_main(info: Any, write: Callable[[], None]) -> None:
     """Run `write` on rank 0 only, after every rank got here; a write error is raised on all ranks."""
-    from .. import distributed as dist_
-
     if info is None:
         write()
         return
@@ -759,8 +737,6 @@ def _on_main(info: Any, write: Callable[[], None]) -> None:
 
 def _global_loss(loss: torch.Tensor, parts: dict[str, torch.Tensor], info: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(loss of the whole global batch, its parts) as float64 — the shards' losses summed over ranks."""
-    from .. import distributed as dist_
-
     if info is None:
         return loss.detach().double(), {k: v.double() for k, v in parts.items()}
     keys = sorted(parts)
@@ -778,8 +754,6 @@ def _loader_of(dataset: Any, batches: list[list[int]], num_workers: int, pin: bo
 
 def _write_final(out: Path, model: torch.nn.Module, extra: dict[str, Any]) -> None:
     """The native model files at `out/` (each file replaced atomically; checkpoint/ is kept)."""
-    import shutil
-
     staged = out / ".final-model.tmp"
     shutil.rmtree(staged, ignore_errors=True)
     try:

@@ -7,6 +7,7 @@ x is the model input `(B, C, N, N)` in sqrt-photons, so x² are the observed cou
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,6 @@ def batch_loss(
     valid: `(N, N)` bool detector mask (True = measured, i.e. `~Scan.bad_pixels`) or None; the
     diffraction terms (NLL, MAE) then leave the masked pixels out (`physics.poisson_nll`).
     """
-    import contextlib
-
     ctx = autocast() if autocast is not None else contextlib.nullcontext()
     with ctx:
         out = model(x, offsets)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..errors import ModelFormatError
 
@@ -121,8 +122,6 @@ def restore_rng_state(np_rng: np.random.Generator, tensors: dict[str, torch.Tens
 # -- files ----------------------------------------------------------------------------------
 def write_state(folder: str | os.PathLike[str], tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
     """Write the two state files into `folder` (the caller makes the folder write atomic)."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(folder / STATE_TENSORS))
     payload = {"format": STATE_FORMAT, "format_version": STATE_VERSION, **_jsonable(info, "state")}
@@ -131,8 +130,6 @@ def write_state(folder: str | os.PathLike[str], tensors: dict[str, torch.Tensor]
 
 def read_state(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read (tensors, info) back; ModelFormatError naming the file when missing or malformed."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     tpath, jpath = folder / STATE_TENSORS, folder / STATE_JSON
     for p in (tpath, jpath):
