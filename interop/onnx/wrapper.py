@@ -18,6 +18,7 @@ from torch import nn
 from ptychopinn import kernels
 from ptychopinn.errors import ModelFormatError
 from ptychopinn.grid import centre_crop
+from ptychopinn.model.network import REASSEMBLY_EPS
 
 def _pad_centre(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad the last two axes `(…, n, n)` to `(…, size, size)`, (size − n)//2 before (real)."""
@@ -37,8 +38,6 @@ class ObjectGraph(nn.Module):
         for name in ("encoder", "decoder_amp", "decoder_phase", "log_intensity_scale", "config"):
             if not hasattr(model, name):
                 raise ModelFormatError(f"ONNX export: the model has no {name!r}; expected a ptychopinn PtychoPINN")
-        from ptychopinn.model.network import REASSEMBLY_EPS
-
         self.eps = float(REASSEMBLY_EPS)
         self.config = model.config
         self.encoder = model.encoder

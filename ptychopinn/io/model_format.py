@@ -20,18 +20,18 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from .. import __version__
 from ..config import ModelConfig, config_to_dict
 from ..errors import ConfigError, ModelFormatError
+from ..model import PtychoPINN
 from .atomic import atomic_directory, atomic_write, strict_json_dumps
+from .device import resolve_device
 from .tensor_codec import decode_state, encode_state, read_header
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..model import PtychoPINN
 
 __all__ = [
     "FORMAT_NAME",
@@ -74,8 +74,6 @@ class ModelInfo:
 
 # -- saving ------------------------------------------------------------------------------------
 def _package_version() -> str:
-    from .. import __version__
-
     return __version__
 
 
@@ -413,8 +411,6 @@ def load_model(
     (complex buffers follow: float64 → complex128). Probe and intensity scale are restored
     from the state dict. Raises ModelFormatError for anything missing, corrupt or unsafe.
     """
-    from ..model import PtychoPINN
-    from .device import resolve_device
 
     target = torch.device("cpu") if device is None else resolve_device(device)
     dt = _as_dtype(dtype)

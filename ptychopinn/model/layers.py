@@ -12,6 +12,7 @@ from torch import nn
 from ..config import ModelConfig
 from . import architecture as arch
 from .functional import amp_activation, border_mask, pad_centre, phase_activation
+from ptychopinn.kernels import conv2d_master_weight
 
 
 class Conv2d(nn.Conv2d):
@@ -27,8 +28,6 @@ class Conv2d(nn.Conv2d):
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if weight.dtype == input.dtype or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super()._conv_forward(input, weight, bias)
-        from ptychopinn.kernels import conv2d_master_weight
-
         return conv2d_master_weight(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
@@ -73,7 +72,7 @@ def _from_registry(cls: type, args: tuple, kwargs: dict) -> nn.Module | None:
     name = getattr(config, "generator", "cnn")
     if name == "cnn":
         return None
-    from .generators import get_generator
+    from .generators import get_generator  # lazy: import cycle (the generator registry builds on these layers)
 
     spec = get_generator(name)
     return spec.encoder(config) if cls is Encoder else spec.decoder(config, *args[1:], **{k: v for k, v in kwargs.items() if k != "config"})
@@ -97,7 +96,7 @@ class Encoder(nn.Module):
         filters = arch.encoder_filters(config)
         self.blocks = nn.ModuleList(ConvPoolBlock(specs[2 * i].in_channels, f) for i, f in enumerate(filters))
         if config.attention is not None:
-            from .generators.attention import attention_block
+            from .generators.attention import attention_block  # lazy: import cycle (attention blocks use this module's Conv2d)
 
             self.attention = nn.ModuleList(attention_block(config.attention, f) for f in filters)
 

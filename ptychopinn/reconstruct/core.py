@@ -34,6 +34,8 @@ from ..kernels import stitch as kstitch
 from ..metrics import evaluate
 from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 from .stitchers import get_stitcher
+from .finetune import finetune as run_finetune
+from .refine import refine_stitched
 
 log = logging.getLogger("ptychopinn")
 
@@ -186,8 +188,6 @@ def reconstruct(
     main = info is None or info.is_main
     tuned = None
     if finetune is not None and finetune.epochs > 0:
-        from .finetune import finetune as run_finetune
-
         if info is not None:
             raise ConfigError("finetune runs in one process only; run reconstruct --finetune without torchrun")
         net, tuned = run_finetune(net, dataset, finetune, extra=extra, device=dev, save_dir=save_finetuned)
@@ -204,8 +204,6 @@ def reconstruct(
 
     refined = None
     if refine is not None and refine.epochs > 0:
-        from .refine import refine_stitched
-
         refined = refine_stitched(canvas, weight_sum, origin, scan, refine, dev, progress and main)
         canvas = refined.pop("object")
     metrics = None
@@ -236,7 +234,7 @@ def reconstruct(
 
         rec.frc_halves = half_set_frc(model, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev, full=rec)
     if out_dir is not None:
-        from .outputs import write_outputs
+        from .outputs import write_outputs  # lazy: import cycle (outputs -> frc_halves -> core)
 
         truth = None if scan.object is None else np.asarray(scan.object)
         if info is None:
@@ -281,7 +279,7 @@ def _check_request(out_dir: Any, overwrite: bool, frc_halves: bool, stitch: str)
         raise ConfigError("frc_halves=True needs stitch='barycentric' (the halves share its canvas frame)")
     if frc_halves and out_dir is not None:
         try:
-            import matplotlib  # noqa: F401  (optional extra: only the plot needs it)
+            import matplotlib  # noqa: F401  lazy: optional extra (only the plot needs it)
         except ImportError:
             raise ConfigError('frc_halves=True writes frc_halves.png, which needs matplotlib (pip install "ptychopinn[plot]")') from None
 
@@ -348,7 +346,7 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
     w = None if weights is None else weights.to(dev)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # lazy: only with a progress bar (tqdm.auto probes for notebooks on import)
 
         bar = tqdm(total=stop - start, desc="reconstruct", unit="group", leave=False)
     for batch, patches in _predict(net, dataset, stop, batch_size, dev, start):

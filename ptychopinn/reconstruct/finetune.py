@@ -99,7 +99,7 @@ def finetune(
     losses: list[float] = []
     bar = None
     if config.progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # lazy: only with a progress bar (tqdm.auto probes for notebooks on import)
 
         bar = tqdm(total=config.epochs, desc="finetune", unit="epoch", leave=False)
     t0 = time.perf_counter()

@@ -265,7 +265,7 @@ def refine_canvas(
     bar = None
     main = info is None or info.is_main
     if cfg.progress and main and cfg.epochs > 0:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # lazy: only with a progress bar (tqdm.auto probes for notebooks on import)
 
         bar = tqdm(total=cfg.epochs, desc="refine", unit="epoch", leave=False)
     t0 = time.perf_counter()

@@ -772,7 +772,7 @@ def _centre_mask(model_config: ModelConfig, device: torch.device) -> torch.Tenso
 def _progress(enabled: bool, total: int, desc: str) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: only with a progress bar (tqdm.auto probes for notebooks on import)
 
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 

@@ -15,6 +15,7 @@ import torch
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..model.layers import Conv2d
 
 MASTER_PREFIX = "master."
 
@@ -40,8 +41,6 @@ def resolve(train_config: TrainConfig, device: torch.device) -> bool:
 
 
 def _convs(model: torch.nn.Module) -> list[torch.nn.Module]:
-    from ..model.layers import Conv2d
-
     return [m for m in model.modules() if isinstance(m, Conv2d)]
 
 

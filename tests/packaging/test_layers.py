@@ -257,3 +257,30 @@ def test_no_private_names_imported_across_packages():
                 if private and _project(imp.target) and _package(imp.target) != _package(name):
                     problems.append(f"{name} line {node.lineno}: from {imp.target} import {alias.name}")
     assert not problems, "private names imported across packages:\n" + "\n".join(problems)
+
+
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for sub in node.body:
+                lines.update(range(sub.lineno, (sub.end_lineno or sub.lineno) + 1))
+    return lines
+
+
+def test_function_local_imports_say_why_in_torch_modules():
+    """In a module that imports torch at the top, laziness buys no light import: a function-local
+    import needs a one-line reason (`# lazy: ...`: an import cycle, an optional extra, a slow
+    optional import). `if TYPE_CHECKING:` imports do not run and are exempt."""
+    problems = []
+    for name, (path, is_pkg) in MODULES.items():
+        src = path.read_text()
+        imps = imports_in(name, src, is_pkg)
+        if not any(i.target.split(".")[0] == "torch" and not i.local for i in imps):
+            continue
+        lines = src.split("\n")
+        exempt = _type_checking_lines(ast.parse(src))
+        for imp in imps:
+            if imp.local and imp.lineno not in exempt and "lazy:" not in lines[imp.lineno - 1]:
+                problems.append(f"{name} line {imp.lineno}: {lines[imp.lineno - 1].strip()}")
+    assert not problems, "function-local imports without a '# lazy: <reason>' comment (or move them to the top):\n" + "\n".join(problems)

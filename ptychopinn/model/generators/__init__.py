@@ -71,25 +71,25 @@ def available_generators() -> tuple[str, ...]:
 
 
 def _cnn_encoder(config: ModelConfig) -> nn.Module:
-    from ..layers import Encoder
+    from ..layers import Encoder  # lazy: import cycle (model.layers imports this registry)
 
     return Encoder(config)
 
 
 def _cnn_decoder(config: ModelConfig, which: str) -> nn.Module:
-    from ..layers import Decoder
+    from ..layers import Decoder  # lazy: import cycle (model.layers imports this registry)
 
     return Decoder(config, which)
 
 
 def _fno_encoder(config: ModelConfig) -> nn.Module:
-    from .fno import FNOEncoder
+    from .fno import FNOEncoder  # lazy: import cycle (fno builds on model.layers, which imports this registry)
 
     return FNOEncoder(config)
 
 
 def _fno_decoder(config: ModelConfig, which: str) -> nn.Module:
-    from .fno import FNODecoder
+    from .fno import FNODecoder  # lazy: import cycle (fno builds on model.layers, which imports this registry)
 
     return FNODecoder(config, which)
 
