@@ -6,6 +6,10 @@ cnn+eca) the same training (n_filters_scale 1, batch 8, `--epochs` epochs, Adam 
 default plateau schedule, float32 fast path) then a reconstruction of the scan against its
 ground truth: SSIM of amplitude and phase, training seconds, parameter count. One JSON row per
 variant; the table in docs/model.md ("Generators") comes from this script.
+
+`--recipe phase`: the quality recipe of benchmarks/cases_refine.py instead (224² smooth phase
+object, N=64, gridsize 1, random scan, 1e9 photons; train on `--n-positions` patterns, score on
+256 held-back patterns of the same object).
 """
 from __future__ import annotations
 
@@ -36,18 +40,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-positions", type=int, default=256)
     p.add_argument("--only", nargs="*", default=list(VARIANTS))
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--recipe", choices=("demo", "phase"), default="demo")
     args = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        sim = SimulationConfig(N=64, object_kind="lines", object_size=128, n_positions=args.n_positions, nphotons=1e9, seed=0)
-        scan = simulate_to_file(sim, Path(tmp) / "scan.npz")
+        if args.recipe == "phase":
+            from benchmarks.cases_refine import simulate_phase_object
+
+            gs = 1
+            scan = simulate_phase_object(224, args.n_positions, 1e9, seed=21)
+            test = simulate_phase_object(224, 256, 1e9, seed=22)
+        else:
+            gs = 2
+            sim = SimulationConfig(N=64, object_kind="lines", object_size=128, n_positions=args.n_positions, nphotons=1e9, seed=0)
+            scan = test = simulate_to_file(sim, Path(tmp) / "scan.npz")
         for name in args.only:
-            mc = ModelConfig(N=64, gridsize=2, n_filters_scale=1, **VARIANTS[name])
-            tc = TrainConfig(epochs=args.epochs, batch_size=8, seed=0, device="cpu", logger="none")
+            mc = ModelConfig(N=64, gridsize=gs, n_filters_scale=1, **VARIANTS[name])
+            tc = TrainConfig(epochs=args.epochs, batch_size=8 if gs == 2 else 16, seed=0, device="cpu", logger="none")
             t0 = time.perf_counter()
-            result = train(scan, mc, DataConfig(gridsize=2, seed=0, nphotons=1e9), tc, progress=False)
+            result = train(scan, mc, DataConfig(gridsize=gs, seed=0, nphotons=1e9), tc, progress=False)
             seconds = time.perf_counter() - t0
-            rec = reconstruct(result.model, scan, device="cpu")
+            rec = reconstruct(result.model, test, device="cpu")
             row = {
                 "variant": name,
                 "parameters": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
@@ -59,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ssim_phase": round(rec.metrics["phase"]["ssim"], 4),
                 "epochs": args.epochs,
                 "n_positions": args.n_positions,
+                "recipe": args.recipe,
                 "threads": torch.get_num_threads(),
             }
             rows.append(row)
