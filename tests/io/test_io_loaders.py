@@ -121,3 +121,15 @@ def test_load_any_model_of_a_module_returns_the_callers_object():
     m.extra_info = {"note": 1}
     out, extra = load_any_model(m, torch.device("cpu"))
     assert out is m and extra == {"note": 1}
+
+
+def test_entry_points_are_installed():
+    """pyproject.toml's plugin entry points exist in the installed metadata (re-run `pip install -e .`
+    after changing them) and name loadable objects."""
+    from importlib.metadata import entry_points
+
+    loaders_ep = {ep.name: ep for ep in entry_points(group=loaders.ENTRY_POINT_GROUP)}
+    stitch_ep = {ep.name: ep for ep in entry_points(group=stitchers.ENTRY_POINT_GROUP)}
+    assert loaders_ep["tf_bundle"].value == "ptychopinn.interop.plugins:TF_BUNDLE_LOADER"
+    assert stitch_ep["tf"].value == "ptychopinn.interop.tf_compat:reassemble_position"
+    assert loaders_ep["tf_bundle"].load().name == "tf_bundle" and callable(stitch_ep["tf"].load())
