@@ -27,6 +27,7 @@ from ptychodus.api.reconstruct import ReconstructInput, ReconstructOutput, Train
 
 from ptychopinn.errors import ConfigError, DataError
 
+from .. import plugins
 from .product import losses_from_history, product_from_reconstruction, scan_from_reconstruct_input
 
 log = logging.getLogger("ptychopinn")
@@ -87,6 +88,9 @@ class PtychoPINNReconstructor(TrainableReconstructor):
         unknown = sorted(set(settings) - fields)
         if unknown:
             raise ConfigError(f"PtychoPINNReconstructor: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        # legacy wts.h5.zip loading without relying on installed entry points (a source tree or
+        # a stale egg-info on sys.path hides them); idempotent
+        plugins.register()
         self._name = name
         self._settings = ReconstructorSettings(**settings)
         self._settings_source = settings_source
