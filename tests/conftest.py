@@ -52,6 +52,16 @@ def rel_l2(a, b) -> float:
     return float(np.linalg.norm((a - b).ravel()) / max(np.linalg.norm(b.ravel()), 1e-300))
 
 
+def one_line_error(capsys, *needles: str) -> str:
+    """The captured stderr: exactly one line `ptychopinn: error: ...` holding every needle."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("ptychopinn: error:"), err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -16,6 +16,7 @@ import pytest
 
 from ptychopinn.cli import main
 from ptychopinn.config import SimulationConfig
+from tests.conftest import one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,14 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 def _env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
 
-
-def _one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("ptychopinn: error:"), err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +66,7 @@ def test_reconstruct_refuses_a_non_empty_out_dir(tmp_path, capsys, scans, model)
     before = _folder_with_user_files(out)
     argv = ["reconstruct", "--model", str(model), "--data", str(scans[1]), "--out", str(out), "--device", "cpu", "--quiet"]
     assert main(argv) == 2
-    err = _one_line_error(capsys, str(out), "--overwrite")
+    err = one_line_error(capsys, str(out), "--overwrite")
     assert "overwrite=True" not in err
     assert _snapshot(out) == before  # untouched
     # with --overwrite the folder is replaced as a whole (atomically)
@@ -95,7 +88,7 @@ def test_simulate_refuses_an_existing_file(tmp_path, capsys):
     out.write_bytes(b"precious")
     argv = ["simulate", "--out", str(out), "--n-positions", "4", "--object-size", "96"]
     assert main(argv) == 2
-    _one_line_error(capsys, str(out), "--overwrite")
+    one_line_error(capsys, str(out), "--overwrite")
     assert out.read_bytes() == b"precious"
     assert main([*argv, "--overwrite"]) == 0
     with np.load(out, allow_pickle=False) as z:
@@ -105,12 +98,12 @@ def test_simulate_refuses_an_existing_file(tmp_path, capsys):
 def test_export_onnx_refuses_missing_folder_and_existing_file(tmp_path, capsys, model):
     target = tmp_path / "missing_dir" / "x.onnx"
     assert main(["export-onnx", str(model), "-o", str(target)]) == 2
-    _one_line_error(capsys, "missing_dir", "does not exist")
+    one_line_error(capsys, "missing_dir", "does not exist")
     assert not (tmp_path / "missing_dir").exists()  # no folder made
     existing = tmp_path / "x.onnx"
     existing.write_bytes(b"keep")
     assert main(["export-onnx", str(model), "-o", str(existing)]) == 2
-    _one_line_error(capsys, str(existing), "--overwrite")
+    one_line_error(capsys, str(existing), "--overwrite")
     assert existing.read_bytes() == b"keep"
 
 
@@ -120,12 +113,12 @@ def test_convert_refuses_an_existing_output(tmp_path, capsys, model):
     out = tmp_path / "native"
     before = _folder_with_user_files(out)
     assert main(["convert", str(source), "-o", str(out)]) == 2
-    _one_line_error(capsys, str(out), "--overwrite")
+    one_line_error(capsys, str(out), "--overwrite")
     assert _snapshot(out) == before
     legacy = tmp_path / "back.zip"
     legacy.write_bytes(b"keep")
     assert main(["convert", str(model), "-o", str(legacy), "--to-legacy"]) == 2
-    _one_line_error(capsys, str(legacy), "--overwrite")
+    one_line_error(capsys, str(legacy), "--overwrite")
     assert legacy.read_bytes() == b"keep"
 
 
@@ -147,7 +140,7 @@ def test_convert_refuses_an_existing_output(tmp_path, capsys, model):
 def test_train_errors_name_the_flag(tmp_path, capsys, scans, argv, flag):
     out = tmp_path / "m"
     assert main(["train", "--data", str(scans[1]), "--out", str(out), "--epochs", "1", "--device", "cpu", "--quiet", *argv]) == 2
-    err = _one_line_error(capsys, flag)
+    err = one_line_error(capsys, flag)
     for field in ("Config.", "neighbor_count", "batch_size", "learning_rate", "n_groups", "validation_fraction", "resume=True"):
         assert field not in err, err
     assert not out.exists() or flag == "--resume"
@@ -158,7 +151,7 @@ def test_train_existing_folder_names_resume(tmp_path, capsys, scans):
     out.mkdir()
     (out / "x").write_text("1")
     assert main(["train", "--data", str(scans[1]), "--out", str(out), "--device", "cpu", "--quiet"]) == 2
-    _one_line_error(capsys, "--resume")
+    one_line_error(capsys, "--resume")
 
 
 @pytest.mark.parametrize(
@@ -168,7 +161,7 @@ def test_train_existing_folder_names_resume(tmp_path, capsys, scans):
 def test_reconstruct_errors_name_the_flag(tmp_path, capsys, scans, model, argv, flag):
     out = tmp_path / "r"
     assert main(["reconstruct", "--model", str(model), "--data", str(scans[1]), "--out", str(out), "--device", "cpu", *argv]) == 2
-    _one_line_error(capsys, flag)
+    one_line_error(capsys, flag)
     assert not out.exists()
 
 
@@ -192,7 +185,7 @@ def test_flag_message_rewrites_only_this_commands_fields():
 def test_missing_onnx_is_one_line(tmp_path, capsys, model, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert main(["export-onnx", str(model), "-o", str(tmp_path / "m.onnx"), "--no-verify"]) == 2
-    _one_line_error(capsys, 'pip install "ptychopinn[onnx]"')
+    one_line_error(capsys, 'pip install "ptychopinn[onnx]"')
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -201,7 +194,7 @@ def test_missing_yaml_is_one_line(tmp_path, capsys, scans, monkeypatch):
     cfg.write_text("epochs: 1\n")
     monkeypatch.setitem(sys.modules, "yaml", None)
     assert main(["train", "--config", str(cfg), "--data", str(scans[1]), "--out", str(tmp_path / "m")]) == 2
-    _one_line_error(capsys, 'pip install "ptychopinn[yaml]"')
+    one_line_error(capsys, 'pip install "ptychopinn[yaml]"')
 
 
 def test_missing_matplotlib_with_frc_halves_is_one_line(tmp_path, capsys, scans, model, monkeypatch):
@@ -209,7 +202,7 @@ def test_missing_matplotlib_with_frc_halves_is_one_line(tmp_path, capsys, scans,
     out = tmp_path / "r"
     assert main(["reconstruct", "--model", str(model), "--data", str(scans[1]), "--out", str(out), "--device", "cpu", "--quiet",
                  "--frc-halves"]) == 2
-    err = _one_line_error(capsys, "--frc-halves", 'pip install "ptychopinn[plot]"')
+    err = one_line_error(capsys, "--frc-halves", 'pip install "ptychopinn[plot]"')
     assert "frc_halves=True" not in err
     assert not out.exists()
 
@@ -227,7 +220,7 @@ def test_missing_extra_messages():
 def test_nphotons_flag_disagreeing_with_metadata_is_an_error(tmp_path, capsys, scans):
     out = tmp_path / "m"
     assert main(["train", "--data", str(scans[1]), "--out", str(out), "--nphotons", "1e5", "--device", "cpu", "--quiet"]) == 2
-    _one_line_error(capsys, "--nphotons 100000", "_metadata.nphotons", "1e+06")
+    one_line_error(capsys, "--nphotons 100000", "_metadata.nphotons", "1e+06")
     assert not out.exists()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from ptychopinn.cli import main
 from ptychopinn.config import SimulationConfig
+from tests.conftest import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +23,11 @@ def scan_path(tmp_path_factory):
     )
 
 
-def _one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("ptychopinn: error:")
-    for n in needles:
-        assert n in err, err
-    return err
-
 
 def test_train_missing_file(tmp_path, capsys):
     out = tmp_path / "model"
     assert main(["train", "--data", str(tmp_path / "missing.npz"), "--out", str(out)]) == 2
-    _one_line_error(capsys, "missing.npz")
+    one_line_error(capsys, "missing.npz")
     assert not out.exists()
 
 
@@ -45,7 +38,7 @@ def test_train_bad_key(tmp_path, capsys, scan_path):
     np.savez(bad, **arrays)
     out = tmp_path / "model"
     assert main(["train", "--data", str(bad), "--out", str(out), "--device", "cpu", "--quiet"]) == 2
-    _one_line_error(capsys, "xcoords")
+    one_line_error(capsys, "xcoords")
     assert not out.exists()
 
 
@@ -61,22 +54,22 @@ def test_train_bad_key(tmp_path, capsys, scan_path):
 def test_train_bad_flags(tmp_path, capsys, scan_path, argv, needle):
     out = tmp_path / "model"
     assert main(["train", "--data", str(scan_path), "--out", str(out), "--quiet", *argv]) == 2
-    _one_line_error(capsys, needle)
+    one_line_error(capsys, needle)
     assert not out.exists()
 
 
 def test_required_flags_are_one_line_errors(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "m")]) == 2
-    _one_line_error(capsys, "--data")
+    one_line_error(capsys, "--data")
     assert main(["reconstruct", "--data", "x.npz", "--out", str(tmp_path / "r")]) == 2
-    _one_line_error(capsys, "--model")
+    one_line_error(capsys, "--model")
 
 
 def test_config_file_unknown_key(tmp_path, capsys, scan_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('epochz = 3\n')
     assert main(["train", "--config", str(cfg), "--data", str(scan_path), "--out", str(tmp_path / "m")]) == 2
-    _one_line_error(capsys, "epochz")
+    one_line_error(capsys, "epochz")
 
 
 def test_train_then_reconstruct(tmp_path, capsys, scan_path):
@@ -91,7 +84,7 @@ def test_train_then_reconstruct(tmp_path, capsys, scan_path):
     # training again into the same folder without --resume is refused, with no change
     before = (model / "model.safetensors").read_bytes()
     assert main(["train", "--data", str(scan_path), "--out", str(model), "--device", "cpu", "--quiet"]) == 2
-    _one_line_error(capsys, "not empty")
+    one_line_error(capsys, "not empty")
     assert (model / "model.safetensors").read_bytes() == before
 
     out = tmp_path / "rec"
@@ -108,16 +101,16 @@ def test_train_then_reconstruct(tmp_path, capsys, scan_path):
     # a failing reconstruction (bad stitch mode / wrong model) leaves no output folder
     out2 = tmp_path / "rec2"
     assert main(["reconstruct", "--model", str(model), "--data", str(scan_path), "--out", str(out2), "--stitch", "nope"]) == 2
-    _one_line_error(capsys, "--stitch")
+    one_line_error(capsys, "--stitch")
     assert main(["reconstruct", "--model", str(tmp_path), "--data", str(scan_path), "--out", str(out2), "--device", "cpu"]) == 2
-    _one_line_error(capsys, "not a ptychopinn model")
+    one_line_error(capsys, "not a ptychopinn model")
     assert not out2.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no stray temporaries
 
 
 def test_demo_refuses_existing_folder(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 2
-    _one_line_error(capsys, "already exists")
+    one_line_error(capsys, "already exists")
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from _ptychodus_helpers import (  # noqa: E402
     simulated_session,
     write_diffraction_file,
 )
-from conftest import legacy_dir  # noqa: E402
+from conftest import legacy_dir, one_line_error  # noqa: E402
 from ptychopinn.cli import main  # noqa: E402
 from ptychopinn.interop.ptychodus import product as pm  # noqa: E402
 
@@ -35,14 +35,6 @@ def session():
 def legacy_model():
     return legacy_dir("n64_gs1") / "wts.h5.zip"
 
-
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("ptychopinn: error:"), err
-    for n in needles:
-        assert n in err, err
-    return err
 
 
 def _assert_same_positions(a, b):
@@ -116,7 +108,7 @@ def test_cli_product_in_and_product(session, legacy_model, tmp_path, capsys):
     before = prod.read_bytes()
     argv[argv.index("--out") + 1] = str(tmp_path / "rec2")
     assert main(argv) == 2
-    _one_line_error(capsys, "exists")
+    one_line_error(capsys, "exists")
     assert prod.read_bytes() == before and not (tmp_path / "rec2").exists()
 
 
@@ -127,7 +119,7 @@ def test_cli_flag_disagreeing_with_product_is_an_error(session, legacy_model, tm
     argv = ["reconstruct", "--model", str(legacy_model), "--data", str(patterns), "--product-in", str(product_in),
             "--out", str(tmp_path / "rec"), "--product", str(tmp_path / "p.h5"), "--photon-energy", "9000", "--quiet"]
     assert main(argv) == 2
-    _one_line_error(capsys, "--photon-energy", "disagrees")
+    one_line_error(capsys, "--photon-energy", "disagrees")
     assert not (tmp_path / "rec").exists() and not (tmp_path / "p.h5").exists()
 
 
@@ -141,14 +133,14 @@ def native_scan(tmp_path_factory):
                             tmp_path_factory.mktemp("scan") / "scan.npz")
 
 
-def test_cli_missing_geometry_is_one_line_error(native_scan, legacy_model, tmp_path, capsys):
+def test_cli_missing_geometry_isone_line_error(native_scan, legacy_model, tmp_path, capsys):
     out, prod = tmp_path / "rec", tmp_path / "p.h5"
     argv = ["reconstruct", "--model", str(legacy_model), "--data", str(native_scan), "--out", str(out), "--product", str(prod), "--quiet"]
     assert main(argv) == 2
-    _one_line_error(capsys, "--pixel-size", "--detector-distance", "--photon-energy")
+    one_line_error(capsys, "--pixel-size", "--detector-distance", "--photon-energy")
     assert not out.exists() and not prod.exists()
     assert main(argv + ["--pixel-size", "-1"]) == 2
-    _one_line_error(capsys, "--pixel-size")
+    one_line_error(capsys, "--pixel-size")
 
 
 def test_cli_native_scan_in_metres_with_flags(native_scan, legacy_model, tmp_path, capsys):
@@ -190,12 +182,12 @@ def test_cli_roundtrip_through_ptychodus_exports(session, legacy_model, tmp_path
     dx = far_field_pixel_m()
     if kind == "npz":  # the NPZ export holds no physical metadata: one line naming the three flags
         assert main(argv) == 2
-        _one_line_error(capsys, "--pixel-size", "--detector-distance", "--photon-energy")
+        one_line_error(capsys, "--pixel-size", "--detector-distance", "--photon-energy")
         assert not out.exists() and not prod.exists()
         argv += ["--pixel-size", repr(dx), "--detector-distance", str(DISTANCE_M), "--photon-energy", str(ENERGY_EV)]
     else:  # the HDF5 export holds them; a disagreeing flag is an error
         assert main(argv + ["--detector-distance", "3.0"]) == 2
-        _one_line_error(capsys, "--detector-distance", "disagrees")
+        one_line_error(capsys, "--detector-distance", "disagrees")
     assert main(argv) == 0, capsys.readouterr().err
     assert not (out / "metrics.json").exists()  # the export's objectGuess is an initial guess, not truth
     back = load_product(prod)
@@ -278,5 +270,5 @@ def test_cli_product_without_ptychodus_is_one_line(native_scan, legacy_model, tm
     out, prod = tmp_path / "rec", tmp_path / "p.h5"
     argv = ["reconstruct", "--model", str(legacy_model), "--data", str(native_scan), "--out", str(out), "--product", str(prod), "--quiet"]
     assert main(argv) == 2
-    _one_line_error(capsys, "--product", "pip install")
+    one_line_error(capsys, "--product", "pip install")
     assert not out.exists() and not prod.exists()
