@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not formats or any(f not in ("npz", "h5") for f in formats):
             raise ConfigError(f"--format must list npz and/or h5, got {args.format!r}")
-        from ptychopinn.cli.train import one_line_warnings
+        from ptychopinn.messages import one_line_warnings
         from ptychopinn.data.scan import load_options_from_flags
 
         one_line_warnings("ptychopinn-onnx")

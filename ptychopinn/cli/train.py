@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..messages import one_line_warnings
 
 HELP = "train a PtychoPINN model on a scan (NPZ/HDF5) and write a native model directory"
 
@@ -79,18 +80,6 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     a("--pixel-size", metavar="M", help="the positions are metres: metres per object pixel (default: pixels, or the file's metadata)")
     a("--crop-detector", action=_BOOL, default=None, help="crop frames larger than the model's N around the mean-pattern centroid")
     a("--bin", metavar="B", help="sum BxB blocks of detector pixels (counts) first, e.g. 128x128 frames --bin 2 for N=64")
-
-
-def one_line_warnings(prog: str = "ptychopinn") -> None:
-    """Print Python warnings (e.g. the data-loading ones) as one line `PROG: warning: ...` (once per process)."""
-    if getattr(warnings.formatwarning, "_ptychopinn_cli", False):
-        return
-
-    def _format(message: Any, category: Any, filename: Any, lineno: Any, line: Any = None) -> str:
-        return f"{prog}: warning: {' '.join(str(message).split())}\n"
-
-    _format._ptychopinn_cli = True  # type: ignore[attr-defined]
-    warnings.formatwarning = _format
 
 
 def load_options(args: argparse.Namespace) -> Any:
