@@ -146,6 +146,8 @@ def reconstruct(
     frc_halves: also compute the half-set FRC (`frc_halves.half_set_frc`: two interleaved
     halves of the positions, each reconstructed alone; no ground truth needed) into
     `rec.frc_halves`, `metrics.json` ("frc_halves") and `frc_halves.png`. Barycentric only.
+    The halves are network reconstructions by `model` as given: with `refine`/`finetune` they
+    measure the network before refinement and fine-tuning, not the refined object.
 
     Distributed (a `torch.distributed` default group is initialised, e.g. under `torchrun`):
     each rank predicts and stitches a contiguous block of groups into its own numerator/weight
