@@ -146,7 +146,7 @@ def register(core: ModuleType | None = None) -> ModuleType:
     setattr(ProcessingCore, _MARK, True)
     ProcessingCore.__qualname__ = original.__qualname__
     ProcessingCore.__module__ = original.__module__
-    core.ProcessingCore = ProcessingCore
+    core.ProcessingCore = ProcessingCore  # type: ignore[attr-defined]  # patching a name on ptychodus's module (ModuleType has no such attribute)
     return core
 
 

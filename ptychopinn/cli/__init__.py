@@ -62,7 +62,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             try:
                 import tomllib  # type: ignore[import-not-found]
             except ModuleNotFoundError:  # Python < 3.11
-                import tomli as tomllib  # type: ignore[no-redef]
+                import tomli as tomllib
             with p.open("rb") as fh:
                 data = tomllib.load(fh)
         elif suffix in (".yaml", ".yml"):

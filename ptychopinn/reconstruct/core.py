@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, cov
 from .stitchers import get_stitcher
 from .finetune import finetune as run_finetune
 from .refine import refine_stitched
+
+if TYPE_CHECKING:  # annotations only: the model package is heavy and loads on first use
+    from ..model import PtychoPINN
 
 log = logging.getLogger("ptychopinn")
 
@@ -94,7 +97,7 @@ def is_legacy_bundle(path: Path) -> bool:
     return loader is not None and loader.name == "tf_bundle"
 
 
-def load_any_model(model: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_any_model(model: Any, device: torch.device) -> tuple[PtychoPINN, dict[str, Any]]:
     """(module on `device`, saved extra info) from a module or any registered model format.
 
     Paths dispatch through `io.loaders` (native directory/zip built in; the legacy TF bundle via
@@ -102,7 +105,8 @@ def load_any_model(model: Any, device: torch.device) -> tuple[torch.nn.Module, d
     `nn.Module.to` does): the returned module is the caller's object.
     """
     if isinstance(model, torch.nn.Module):
-        return model.to(device), dict(getattr(model, "extra_info", None) or {})
+        # a module passed in is used as a PtychoPINN (duck-typed: config, intensity_scale, predict_object)
+        return cast("PtychoPINN", model.to(device)), dict(getattr(model, "extra_info", None) or {})
     if not isinstance(model, (str, os.PathLike)):
         raise ConfigError(f"model must be a PtychoPINN, a model directory/zip or a wts.h5.zip, got {type(model).__name__}")
     return _load_path(model, device)
@@ -196,8 +200,8 @@ def reconstruct(
     if stitch == "tf":
         canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev)
     else:
-        w = patch_weights(_stitch_probe(scan, net, warn=main and weight == "probe"), crop, weight)
-        w = None if w is None else torch.from_numpy(w)
+        w_np = patch_weights(_stitch_probe(scan, net, warn=main and weight == "probe"), crop, weight)
+        w = None if w_np is None else torch.from_numpy(w_np)
         canvas, weight_sum, origin, centres = _run_barycentric(
             net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info
         )
@@ -322,7 +326,7 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
     return scan, net, groups, crop, dev, extra
 
 
-def _predict(net: torch.nn.Module, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):
+def _predict(net: PtychoPINN, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):
     """Yield (batch dict, object patches (b, N, N) complex64 on `dev`) over groups [start, n) in order."""
     net.eval()
     with torch.inference_mode():

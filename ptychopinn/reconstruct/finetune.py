@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from ..config import TrainConfig, config_from_dict
 from ..errors import ConfigError, DataError
 from ..train.losses import batch_loss, needs_labels
 from ..train.loop import ADAM_EPS
+
+if TYPE_CHECKING:  # annotations only: the model package is heavy and loads on first use
+    from ..model import PtychoPINN
 
 log = logging.getLogger("ptychopinn")
 
@@ -69,14 +72,14 @@ def objective(extra: dict[str, Any] | None) -> TrainConfig:
 
 
 def finetune(
-    model: torch.nn.Module,
+    model: PtychoPINN,
     dataset: Any,
     config: FinetuneConfig,
     *,
     extra: dict[str, Any] | None = None,
     device: torch.device | None = None,
-    save_dir: str | Path | None = None,
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+    save_dir: str | os.PathLike[str] | None = None,
+) -> tuple[PtychoPINN, dict[str, Any]]:
     """(fine-tuned copy of `model` in eval mode, summary {"epochs", "loss" per epoch, "seconds"}).
 
     dataset: the inference `data.GroupDataset` of the scan (x = f·s·d, sqrt-photons; offsets).

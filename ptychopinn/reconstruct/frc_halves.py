@@ -125,7 +125,8 @@ class _Rows:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, tuple):
-            return np.asarray(self.base[self.rows[key[0]]])[(slice(None), *key[1:])]
+            rest = (slice(None), *key[1:])  # mypy reads `a[(x, *y)]` as 3.11-only `a[x, *y]`
+            return np.asarray(self.base[self.rows[key[0]]])[rest]
         return np.asarray(self.base[self.rows[key]])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

@@ -514,8 +514,9 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
         run_model: Any = model
         if info is not None:  # gradients averaged over ranks; buffers never change, so not broadcast
             sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+            ddp_kwargs: dict[str, Any] = {sync: False}  # the keyword's name depends on the torch version
             run_model = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
+                model, device_ids=[device.index] if device.type == "cuda" else None, **ddp_kwargs
             )
             run_model.register_comm_hook(None, dist_.sum_gradients_hook)
         no_sync = run_model.no_sync if info is not None else None
