@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,9 +36,6 @@ from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, cov
 from .stitchers import get_stitcher
 from .finetune import finetune as run_finetune
 from .refine import refine_stitched
-
-if TYPE_CHECKING:  # annotations only: the model package is heavy and loads on first use
-    from ..model import PtychoPINN
 
 log = logging.getLogger("ptychopinn")
 
@@ -97,7 +94,7 @@ def is_legacy_bundle(path: Path) -> bool:
     return loader is not None and loader.name == "tf_bundle"
 
 
-def load_any_model(model: Any, device: torch.device) -> tuple[PtychoPINN, dict[str, Any]]:
+def load_any_model(model: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:  # Any: a PtychoPINN, not importable here (layer table)
     """(module on `device`, saved extra info) from a module or any registered model format.
 
     Paths dispatch through `io.loaders` (native directory/zip built in; the legacy TF bundle via
@@ -105,8 +102,7 @@ def load_any_model(model: Any, device: torch.device) -> tuple[PtychoPINN, dict[s
     `nn.Module.to` does): the returned module is the caller's object.
     """
     if isinstance(model, torch.nn.Module):
-        # a module passed in is used as a PtychoPINN (duck-typed: config, intensity_scale, predict_object)
-        return cast("PtychoPINN", model.to(device)), dict(getattr(model, "extra_info", None) or {})
+        return model.to(device), dict(getattr(model, "extra_info", None) or {})
     if not isinstance(model, (str, os.PathLike)):
         raise ConfigError(f"model must be a PtychoPINN, a model directory/zip or a wts.h5.zip, got {type(model).__name__}")
     return _load_path(model, device)
@@ -326,7 +322,7 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
     return scan, net, groups, crop, dev, extra
 
 
-def _predict(net: PtychoPINN, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):
+def _predict(net: Any, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):
     """Yield (batch dict, object patches (b, N, N) complex64 on `dev`) over groups [start, n) in order."""
     net.eval()
     with torch.inference_mode():

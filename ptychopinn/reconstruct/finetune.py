@@ -13,19 +13,16 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from .. import io
-from ..config import TrainConfig, config_from_dict
+from ..config import ModelConfig, TrainConfig, config_from_dict
 from ..errors import ConfigError, DataError
 from ..train.losses import batch_loss, needs_labels
 from ..train.loop import ADAM_EPS
-
-if TYPE_CHECKING:  # annotations only: the model package is heavy and loads on first use
-    from ..model import PtychoPINN
 
 log = logging.getLogger("ptychopinn")
 
@@ -72,14 +69,14 @@ def objective(extra: dict[str, Any] | None) -> TrainConfig:
 
 
 def finetune(
-    model: PtychoPINN,
+    model: torch.nn.Module,
     dataset: Any,
     config: FinetuneConfig,
     *,
     extra: dict[str, Any] | None = None,
     device: torch.device | None = None,
     save_dir: str | os.PathLike[str] | None = None,
-) -> tuple[PtychoPINN, dict[str, Any]]:
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(fine-tuned copy of `model` in eval mode, summary {"epochs", "loss" per epoch, "seconds"}).
 
     dataset: the inference `data.GroupDataset` of the scan (x = f·s·d, sqrt-photons; offsets).
@@ -95,7 +92,7 @@ def finetune(
     if not params:
         raise ConfigError("finetune: the model has no trainable parameters")
     tc = objective(extra)
-    mcfg = tuned.config
+    mcfg = cast(ModelConfig, tuned.config)  # a PtychoPINN's config (reconstruct may not import ptychopinn.model)
     opt = torch.optim.Adam(params, lr=config.learning_rate, eps=ADAM_EPS)
     n = len(dataset)
     rng = np.random.default_rng(config.seed)
