@@ -476,7 +476,7 @@ class FollowResult:
     def summary(self) -> str:
         s = self.stats
         p50, p95 = s.latency.percentile(50), s.latency.percentile(95)
-        lat = "n/a" if p50 is None else f"p50 {p50 * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms"  # type: ignore[operator]
+        lat = "n/a" if p50 is None else f"p50 {p50 * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms"  # type: ignore[operator]  # p95 is None only when p50 is
         where = self.paths.get("npz", self.paths.get("h5", ""))
         return (f"followed {s.frames} frames in {s.live_s:.2f} s ({s.frames_per_second:.1f} frames/s, peak backlog "
                 f"{s.max_backlog}); latency {s.latency_source}: {lat}; ended by {s.ended_by}; "

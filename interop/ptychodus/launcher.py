@@ -134,7 +134,7 @@ def register(core: ModuleType | None = None) -> ModuleType:
     if getattr(original, _MARK, False):
         return core
 
-    class ProcessingCore(original):  # type: ignore[misc, valid-type]
+    class ProcessingCore(original):  # type: ignore[misc, valid-type]  # subclassing a class looked up at runtime (untyped ptychodus)
         __doc__ = f"{original.__doc__ or original.__name__} (+ ptychopinn, registered by ptychopinn-ptychodus)"
 
         def __init__(self, task_manager: Any, settings_registry: Any, product_api: Any, algorithm_libraries: Sequence[Any]) -> None:

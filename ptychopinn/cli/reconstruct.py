@@ -165,7 +165,7 @@ def _refine_options(args: argparse.Namespace):
     refine = None
     if epochs > 0:
         refine = RefineConfig(
-            epochs=epochs, loss=str(args.refine_loss), batch_size=rbatch,  # type: ignore[arg-type]
+            epochs=epochs, loss=str(args.refine_loss), batch_size=rbatch,  # type: ignore[arg-type]  # loss: one of argparse's choices (a Literal)
             probe=bool(args.refine_probe), positions=bool(args.refine_positions),
             momentum=number("refine-momentum", args.refine_momentum, float),
         )

@@ -263,7 +263,7 @@ def half_set_frc(
         for rows in (rows_a, rows_b):
             halves.append(
                 reconstruct(net, subset_scan(scan, rows), data_config=dcfg, batch_size=batch_size, stitch="barycentric",
-                            crop=crop, weight=weight, device=dev)  # type: ignore[arg-type]
+                            crop=crop, weight=weight, device=dev)  # type: ignore[arg-type]  # weight: a str, one of reconstruct's PatchWeight literals
             )
     for message in dict.fromkeys(str(w.message) for w in caught):
         log.warning("half-set FRC, a half (every other position): %s", message)
@@ -284,7 +284,7 @@ def half_set_frc(
         half_bit=half_bit,
         half_bit_crossing=crossing(curve, half_bit, freqs),
         one_seventh_crossing=crossing(curve, ONE_SEVENTH, freqs),
-        region=tuple(int(v) for v in region),  # type: ignore[arg-type]
+        region=tuple(int(v) for v in region),  # type: ignore[arg-type]  # four ints (the region box)
         n_positions=(int(rows_a.size), int(rows_b.size)),
         n_groups=(int(rec_a.n_groups), int(rec_b.n_groups)),
         halves=(np.asarray(a, dtype=np.complex128), np.asarray(b, dtype=np.complex128)),
