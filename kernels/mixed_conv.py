@@ -30,7 +30,7 @@ def _twice(t: torch.Tensor) -> torch.Tensor:
 
 class _MasterWeightConv2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
         w = weight.to(x.dtype)
         b = None if bias is None else bias.to(x.dtype)
         ctx.save_for_backward(x, w)
@@ -38,7 +38,7 @@ class _MasterWeightConv2d(torch.autograd.Function):
         return F.conv2d(_twice(x), w, b, stride, padding, dilation, groups)[: x.shape[0]]
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[override]
+    def backward(ctx, grad_out):
         x, w = ctx.saved_tensors
         stride, padding, dilation, groups, has_bias, master = ctx.conf
         conv_backward = torch.ops.aten.convolution_backward

@@ -334,7 +334,7 @@ def normalise_stages(value: Any) -> tuple[Stage, ...]:
             weights += [(k, v) for k, v in d.items()]
             if isinstance(epochs, float) and epochs.is_integer():
                 epochs = int(epochs)
-            out.append(Stage(epochs, lr, tuple(weights)))  # type: ignore[arg-type]
+            out.append(Stage(epochs, lr, tuple(weights)))
         else:
             raise ConfigError(f"stage {n}: expected a table or 'EPOCHS:LR:NAME=W' text, got {type(item).__name__}")
     return tuple(out)

@@ -173,7 +173,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def sum_gradients_hook(state, bucket):  # type: ignore[no-untyped-def]  # DDP checks the annotations
+def sum_gradients_hook(state, bucket):  # unannotated: DDP checks the annotations
     """DDP communication hook: SUM the gradient bucket over ranks (DDP's default averages).
 
     Training weights each shard's loss by the whole batch's size, so the sum is the gradient

@@ -137,7 +137,7 @@ def export_onnx(
             torch.onnx.export(
                 graph,
                 (x, offsets),
-                buf,
+                buf,  # type: ignore[arg-type]  # torch's annotation omits the file-like objects export accepts
                 input_names=list(INPUTS),
                 output_names=list(OUTPUTS),
                 dynamic_axes=dynamic,

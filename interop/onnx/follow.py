@@ -230,7 +230,7 @@ class LiveScan:
             raise DataError(f"{self.label}: key 'probeGuess' has shape {probe.shape}, expected (N, N) = ({self.N}, {self.N}) complex64")
         self.probe = probe.astype(np.complex64)
         obj = self.file["objectGuess"] if "objectGuess" in self.file else None
-        self.object_shape = tuple(int(s) for s in obj.shape[:2]) if obj is not None and obj.ndim >= 2 else None
+        self.object_shape: tuple[int, int] | None = (int(obj.shape[0]), int(obj.shape[1])) if obj is not None and obj.ndim >= 2 else None
         self.counts, self.bad_pixels = frame_rule(self.file, self.label, self.N, self.units_option)
         self.transform = DetectorTransform(counts=self.counts)
 
@@ -370,7 +370,7 @@ class GrowingCanvas:
     def result(self, obj_shape: tuple[int, int] | None, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(object (H, W) complex64, weight (H, W) float32, origin [x0, y0] float64) on the batch
         runner's canvas (`geometry.canvas_geometry` of all positions so far)."""
-        if self.num is None:
+        if self.num is None or self.den is None:  # set together (num is None iff den is None)
             raise DataError("no frame with a position was reconstructed")
         (H, W), wlo = geometry.canvas_geometry(np.stack([self.lo, self.hi]), self.crop, obj_shape)
         num = np.zeros((H, W), np.complex64)
@@ -476,7 +476,7 @@ class FollowResult:
     def summary(self) -> str:
         s = self.stats
         p50, p95 = s.latency.percentile(50), s.latency.percentile(95)
-        lat = "n/a" if p50 is None else f"p50 {p50 * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms"  # type: ignore[operator]
+        lat = "n/a" if p50 is None else f"p50 {p50 * 1e3:.1f} ms, p95 {p95 * 1e3:.1f} ms"  # type: ignore[operator]  # p95 is None only when p50 is
         where = self.paths.get("npz", self.paths.get("h5", ""))
         return (f"followed {s.frames} frames in {s.live_s:.2f} s ({s.frames_per_second:.1f} frames/s, peak backlog "
                 f"{s.max_backlog}); latency {s.latency_source}: {lat}; ended by {s.ended_by}; "

@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(missing_extra_message(exc))
     except (OSError, MemoryError) as exc:
         name = getattr(exc, "filename", None)
-        return _fail(f"{name}: {exc.strerror or exc}" if name else f"{type(exc).__name__}: {exc}")
+        return _fail(f"{name}: {exc.strerror or exc}" if name else f"{type(exc).__name__}: {exc}")  # type: ignore[union-attr]  # a filename: an OSError
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130

@@ -11,6 +11,7 @@ the canvas accumulators, which are updated in place.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["stitch", "normalize", "new_canvas", "default_chunk_size"]
 
@@ -22,11 +23,11 @@ def default_chunk_size(h: int, w: int) -> int:
     return max(1, _CHUNK_PIXELS // ((h + 1) * (w + 1)))
 
 
-def _real_dtype(dtype: np.dtype) -> np.dtype:
+def _real_dtype(dtype: DTypeLike) -> np.dtype:
     return np.empty(0, dtype=dtype).real.dtype
 
 
-def new_canvas(shape: tuple[int, int], dtype: np.dtype = np.complex64) -> tuple[np.ndarray, np.ndarray]:
+def new_canvas(shape: tuple[int, int], dtype: DTypeLike = np.complex64) -> tuple[np.ndarray, np.ndarray]:
     """Zeroed accumulators `(numerator (H, W) dtype, weight_sum (H, W) real dtype)`."""
     return np.zeros(shape, dtype=dtype), np.zeros(shape, dtype=_real_dtype(np.dtype(dtype)))
 
@@ -109,7 +110,7 @@ def stitch(
     if n == 0:
         return num, den
     is_complex = np.iscomplexobj(num)
-    flat_parts = (num.reshape(-1).real, num.reshape(-1).imag) if is_complex else (num.reshape(-1),)
+    flat_parts: tuple[np.ndarray, ...] = (num.reshape(-1).real, num.reshape(-1).imag) if is_complex else (num.reshape(-1),)
     flat_den = den.reshape(-1)
     base = np.floor(positions)
     frac = (positions - base).astype(rdt)

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from ptychopinn import kernels
+from ptychopinn.config import ModelConfig
 from ptychopinn.errors import ModelFormatError
 from ptychopinn.grid import centre_crop
-from ptychopinn.model.network import REASSEMBLY_EPS
+from ptychopinn.model.network import REASSEMBLY_EPS, PtychoPINN
 
 def _pad_centre(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad the last two axes `(…, n, n)` to `(…, size, size)`, (size − n)//2 before (real)."""
@@ -33,7 +34,13 @@ class ObjectGraph(nn.Module):
     `(B, C, 2)` float32 `[x, y]` px → (real, imag), each `(B, N, N)` float32, of `predict_object`.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    config: ModelConfig
+    encoder: nn.Module
+    decoder_amp: nn.Module
+    decoder_phase: nn.Module
+    scale: torch.Tensor  # buffer: exp(log_intensity_scale), a graph constant
+
+    def __init__(self, model: PtychoPINN) -> None:
         super().__init__()
         for name in ("encoder", "decoder_amp", "decoder_phase", "log_intensity_scale", "config"):
             if not hasattr(model, name):

@@ -134,7 +134,7 @@ def register(core: ModuleType | None = None) -> ModuleType:
     if getattr(original, _MARK, False):
         return core
 
-    class ProcessingCore(original):  # type: ignore[misc, valid-type]
+    class ProcessingCore(original):  # type: ignore[misc, valid-type]  # subclassing a class looked up at runtime (untyped ptychodus)
         __doc__ = f"{original.__doc__ or original.__name__} (+ ptychopinn, registered by ptychopinn-ptychodus)"
 
         def __init__(self, task_manager: Any, settings_registry: Any, product_api: Any, algorithm_libraries: Sequence[Any]) -> None:
@@ -146,7 +146,7 @@ def register(core: ModuleType | None = None) -> ModuleType:
     setattr(ProcessingCore, _MARK, True)
     ProcessingCore.__qualname__ = original.__qualname__
     ProcessingCore.__module__ = original.__module__
-    core.ProcessingCore = ProcessingCore
+    core.ProcessingCore = ProcessingCore  # type: ignore[attr-defined]  # patching a name on ptychodus's module (ModuleType has no such attribute)
     return core
 
 

@@ -269,7 +269,7 @@ def resolve_geometry(
 # -- writing --------------------------------------------------------------------------------
 def losses_from_history(history: Iterable[Mapping[str, Any]] | None) -> list[LossValue]:
     """ptychodus `LossValue`s (epoch, training loss) from a ptychopinn training history."""
-    out = []
+    out: list[LossValue] = []
     for row in history or ():
         loss = row.get("loss")
         if loss is None or not math.isfinite(float(loss)):

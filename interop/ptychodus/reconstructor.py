@@ -124,9 +124,9 @@ class PtychoPINNReconstructor(TrainableReconstructor):
             self._model,
             converted.scan,
             batch_size=int(s.batch_size),
-            stitch=s.stitch,  # type: ignore[arg-type]
+            stitch=s.stitch,
             crop=s.crop,
-            weight=s.weight,  # type: ignore[arg-type]
+            weight=s.weight,
             device=s.device,
         )
         product = product_from_reconstruction(
@@ -168,7 +168,7 @@ class PtychoPINNReconstructor(TrainableReconstructor):
 
         if self._model is None:
             raise RuntimeError("PtychoPINN (PyTorch): no model to save")
-        extra = {"training": {"history": self._history}} if self._history else None
+        extra: dict[str, Any] | None = {"training": {"history": self._history}} if self._history else None
         if self._model_path is not None:
             extra = dict(extra or {}, source=str(self._model_path))
         io.save_model(self._model, Path(file_path), extra=extra)
@@ -237,7 +237,7 @@ class PtychoPINNReconstructor(TrainableReconstructor):
 
 
 def _validation_losses(history: list[dict[str, Any]]) -> list[LossValue]:
-    out = []
+    out: list[LossValue] = []
     for row in history:
         v = row.get("val_loss")
         if v is not None and math.isfinite(float(v)):

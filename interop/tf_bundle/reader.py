@@ -345,7 +345,7 @@ def _read(src: _Source, path: Path, is_s0: bool, verify: bool) -> TFBundle:
     elif baked:
         m = primary if primary in baked else next(iter(baked))
         scale, scale_src = baked[m], f"{m}/keras_metadata.pb"
-    if scale is None:
+    if scale is None or scale_src is None:  # set together
         raise ModelFormatError(f"{src.where}: no intensity_scale in params.dill, model.h5 or keras_metadata.pb")
     try:
         scale = float(scale)

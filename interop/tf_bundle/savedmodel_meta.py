@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ptychopinn.errors import ModelFormatError
 
@@ -43,11 +43,11 @@ def _root_json(data: bytes, where: str) -> dict:
             if field_no != 1 or wtype != wire.LEN:
                 continue
             path = metadata = None
-            for f2, w2, v in wire.iter_fields(node):
+            for f2, w2, v in wire.iter_fields(cast(bytes, node)):  # LEN (checked above): bytes
                 if f2 == 3 and w2 == wire.LEN:
                     path = v
                 elif f2 == 5 and w2 == wire.LEN:
-                    metadata = v
+                    metadata = cast(bytes, v)
             if path == b"root" and metadata is not None:
                 return json.loads(metadata.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError

@@ -113,10 +113,10 @@ def _parse_entry(value: bytes, key: str, where: str) -> BundleEntry:
             if field == 1:
                 dtype = int(v)
             elif field == 2:
-                for f2, _, dim in wire.iter_fields(v):
+                for f2, _, dim in wire.iter_fields(v):  # type: ignore[arg-type]  # LEN by the schema, wire type unchecked (see iter_fields)
                     if f2 == 2:  # repeated Dim {int64 size = 1; string name = 2}
                         dsize = 0
-                        for f3, _, dv in wire.iter_fields(dim):
+                        for f3, _, dv in wire.iter_fields(dim):  # type: ignore[arg-type]  # as above
                             if f3 == 1:
                                 dsize = wire.to_signed64(int(dv))
                         shape.append(dsize)
@@ -238,7 +238,8 @@ def read_layer_weights(index: bytes, shards: list[bytes], where: str,
         if "kernel" in vars_:
             for var in ("kernel", "bias"):
                 if var in vars_:
-                    weights.append((f"{prefix}/{var}", read_tensor(entries[vars_[var]], shards, vars_[var], where, verify)))
+                    # ignored below: read_tensor is None for a DT_STRING entry, which a kernel/bias never is in a Keras bundle
+                    weights.append((f"{prefix}/{var}", read_tensor(entries[vars_[var]], shards, vars_[var], where, verify)))  # type: ignore[arg-type]
             unknown = sorted(set(vars_) - {"kernel", "bias"})
             if unknown:
                 raise ModelFormatError(f"{where}: {prefix} has unexpected variables {unknown} beside kernel/bias")

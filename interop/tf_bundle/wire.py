@@ -36,6 +36,7 @@ def iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     """
     pos = 0
     end = len(buf)
+    value: int | bytes
     while pos < end:
         key, pos = read_varint(buf, pos)
         field, wtype = key >> 3, key & 7

@@ -60,9 +60,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         if suffix == ".toml":
             try:
-                import tomllib  # type: ignore[import-not-found]
+                import tomllib  # type: ignore[import-not-found]  # stdlib from 3.11 (mypy checks as 3.10)
             except ModuleNotFoundError:  # Python < 3.11
-                import tomli as tomllib  # type: ignore[no-redef]
+                import tomli as tomllib
             with p.open("rb") as fh:
                 data = tomllib.load(fh)
         elif suffix in (".yaml", ".yml"):

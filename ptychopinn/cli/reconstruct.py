@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
             data_path if product_plan is None else product_plan.scan,
             data_config=data_config,
             batch_size=batch_size,
-            stitch=str(args.stitch),  # type: ignore[arg-type]
+            stitch=str(args.stitch),
             crop=crop,
-            weight=str(args.weight),  # type: ignore[arg-type]
+            weight=str(args.weight),
             device=str(args.device),
             out_dir=out,
             progress=not args.quiet and main,
@@ -165,7 +165,7 @@ def _refine_options(args: argparse.Namespace):
     refine = None
     if epochs > 0:
         refine = RefineConfig(
-            epochs=epochs, loss=str(args.refine_loss), batch_size=rbatch,  # type: ignore[arg-type]
+            epochs=epochs, loss=str(args.refine_loss), batch_size=rbatch,  # type: ignore[arg-type]  # loss: one of argparse's choices (a Literal)
             probe=bool(args.refine_probe), positions=bool(args.refine_positions),
             momentum=number("refine-momentum", args.refine_momentum, float),
         )

@@ -128,13 +128,13 @@ def transform_mask(bad: np.ndarray | None, window: tuple[int, int, int] | None, 
     """The `(N, N)` bad-pixel mask after cropping and binning (a binned pixel is bad if any sub-pixel is)."""
     if bad is None:
         return None
-    m = bad
+    m: np.ndarray = bad
     if window is not None:
         r0, c0, w = window
         m = m[r0 : r0 + w, c0 : c0 + w]
     if bin > 1:
         n = m.shape[-1] // bin
-        m = m[: n * bin, : n * bin].reshape(n, bin, n, bin).any(axis=(1, 3))
+        m = m[: n * bin, : n * bin].reshape(n, bin, n, bin).any(axis=(1, 3))  # type: ignore[assignment]  # an array: any over axes, never the 0-d scalar the stubs allow
     m = np.ascontiguousarray(m, dtype=bool)
     return m if m.any() else None
 

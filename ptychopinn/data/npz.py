@@ -58,7 +58,7 @@ def _read_npy_header(fp: Any, where: str) -> tuple[tuple[int, ...], bool, np.dty
         elif version == (2, 0):
             shape, fortran, dtype = fmt.read_array_header_2_0(fp)
         else:  # (3, 0): utf-8 header, same layout as 2.0
-            shape, fortran, dtype = fmt._read_array_header(fp, version)  # noqa: SLF001
+            shape, fortran, dtype = fmt._read_array_header(fp, version)  # type: ignore[attr-defined]  # noqa: SLF001  # numpy's private v3.0 reader, not in its stubs
     except (ValueError, OSError, EOFError, SyntaxError, struct.error) as exc:
         raise DataError(f"{where}: not a valid .npy member ({exc})") from None
     return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype)

@@ -826,7 +826,7 @@ def _assemble(src: _Source, *, check_values: bool, path: Path | None, options: L
     else:
         scan_index = np.zeros(M, dtype=np.int64)
 
-    Y = None
+    Y: LazyArray | np.ndarray | None = None
     if "Y" in keys:
         yshape, ydtype = src.info("Y")
         core = yshape[:-1] if len(yshape) == 4 and yshape[-1] == 1 else yshape

@@ -20,7 +20,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -87,7 +87,7 @@ def _config_document(model: torch.nn.Module, extra: dict | None) -> dict[str, An
     if not isinstance(config, ModelConfig):
         raise TypeError(f"save_model: model.config must be a ModelConfig, got {type(config).__name__}")
     if hasattr(model, "intensity_scale"):
-        scale = float(model.intensity_scale)
+        scale = float(cast(Any, model).intensity_scale)  # a property of the model class, not a submodule
     else:
         scale = float(torch.exp(model.state_dict()["log_intensity_scale"].detach().double()).item())
     doc = {
@@ -176,6 +176,7 @@ def _read_zip(path: Path) -> tuple[bytes, bytes]:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ModelFormatError(f"{path}: not a readable .zip ({exc})") from None
+    info: zipfile.ZipInfo | None
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
         for info in zf.infolist():

@@ -129,7 +129,7 @@ def fit_alignment(
 def apply_alignment(reconstruction: np.ndarray, alignment: Alignment) -> np.ndarray:
     """α·r for an (H, W) reconstruction; returns complex128 (H, W)."""
     r = np.asarray(reconstruction, dtype=np.complex128)
-    phase = alignment.phase_offset
+    phase: float | np.ndarray = alignment.phase_offset
     if alignment.ramp_x or alignment.ramp_y:
         x, y = _centred_grid(r.shape)
         phase = phase + 2 * np.pi * (alignment.ramp_x * x + alignment.ramp_y * y)

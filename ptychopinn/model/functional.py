@@ -5,6 +5,7 @@ All tensors are channels-first. Nothing here owns parameters.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from ..config import AmpActivation, CombineMode
 from ..grid import centre_crop as crop_centre  # the one definition (re-exported under the model's name)
 from ..kernels import center_mask
 
-_AMP_ACTIVATIONS = {
+_AMP_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "sigmoid": torch.sigmoid,
     "swish": F.silu,
     "softplus": F.softplus,

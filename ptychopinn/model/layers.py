@@ -5,6 +5,8 @@ Module paths (`encoder.blocks.{i}.conv1`, `decoder_amp.head1`, …) are those of
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,6 +77,7 @@ def _from_registry(cls: type, args: tuple, kwargs: dict) -> nn.Module | None:
     from .generators import get_generator  # lazy: import cycle (the generator registry builds on these layers)
 
     spec = get_generator(name)
+    config = cast(ModelConfig, config)  # not None here: a missing config has generator "cnn" (returned above)
     return spec.encoder(config) if cls is Encoder else spec.decoder(config, *args[1:], **{k: v for k, v in kwargs.items() if k != "config"})
 
 
@@ -86,7 +89,7 @@ class Encoder(nn.Module):
     returns that generator's encoder (`model.generators`).
     """
 
-    def __new__(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __new__(cls, *args, **kwargs):
         other = _from_registry(cls, args, kwargs) if cls is Encoder else None
         return other if other is not None else super().__new__(cls)
 
@@ -118,7 +121,7 @@ class Decoder(nn.Module):
     A config whose `generator` is not "cnn" gets that generator's decoder (`model.generators`).
     """
 
-    def __new__(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __new__(cls, *args, **kwargs):
         other = _from_registry(cls, args, kwargs) if cls is Decoder else None
         return other if other is not None else super().__new__(cls)
 
@@ -140,6 +143,7 @@ class Decoder(nn.Module):
             self.x2_block = ConvUpBlock(convs["x2_block.conv1"].in_channels, arch.x2_filters(config))
             self.head2 = conv3x3(convs["head2"].in_channels, convs["head2"].out_channels)
         if self.pad_object and self.probe_big:
+            self.border: torch.Tensor
             self.register_buffer("border", border_mask(config.N), persistent=False)
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:

@@ -139,8 +139,9 @@ class PtychographyOperator(nn.Module):
             else:
                 self.register_buffer("probe", p)
         m = None if mask is None else _as_tensor(mask, torch.float32)
-        if m is not None and (m.ndim != 2 or (probe is not None and tuple(m.shape) != tuple(self.probe.shape[-2:]))):  # type: ignore[union-attr]
+        if m is not None and (m.ndim != 2 or (probe is not None and tuple(m.shape) != tuple(self.probe.shape[-2:]))):
             raise ValueError(f"PtychographyOperator: mask must be (N, N) like the probe, got {tuple(m.shape)}")
+        self.mask: torch.Tensor | None
         self.register_buffer("mask", m, persistent=False)
         if not math.isfinite(smoothing_sigma):
             raise ValueError(f"PtychographyOperator: smoothing_sigma must be finite, got {smoothing_sigma}")

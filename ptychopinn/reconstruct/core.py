@@ -94,7 +94,7 @@ def is_legacy_bundle(path: Path) -> bool:
     return loader is not None and loader.name == "tf_bundle"
 
 
-def load_any_model(model: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_any_model(model: Any, device: torch.device) -> tuple[Any, dict[str, Any]]:  # Any: a PtychoPINN, not importable here (layer table)
     """(module on `device`, saved extra info) from a module or any registered model format.
 
     Paths dispatch through `io.loaders` (native directory/zip built in; the legacy TF bundle via
@@ -198,8 +198,8 @@ def reconstruct(
     if stitch == "tf":
         canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev)
     else:
-        w = patch_weights(_stitch_probe(scan, net, warn=main and weight == "probe"), crop, weight)
-        w = None if w is None else torch.from_numpy(w)
+        w_np = patch_weights(_stitch_probe(scan, net, warn=main and weight == "probe"), crop, weight)
+        w = None if w_np is None else torch.from_numpy(w_np)
         canvas, weight_sum, origin, centres = _run_barycentric(
             net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info
         )
@@ -324,7 +324,7 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
     return scan, net, groups, crop, dev, extra
 
 
-def _predict(net: torch.nn.Module, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):
+def _predict(net: Any, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):
     """Yield (batch dict, object patches (b, N, N) complex64 on `dev`) over groups [start, n) in order."""
     net.eval()
     with torch.inference_mode():

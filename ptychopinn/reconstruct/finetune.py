@@ -10,16 +10,16 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from .. import io
-from ..config import TrainConfig, config_from_dict
+from ..config import ModelConfig, TrainConfig, config_from_dict
 from ..errors import ConfigError, DataError
 from ..train.losses import batch_loss, needs_labels
 from ..train.loop import ADAM_EPS
@@ -75,7 +75,7 @@ def finetune(
     *,
     extra: dict[str, Any] | None = None,
     device: torch.device | None = None,
-    save_dir: str | Path | None = None,
+    save_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(fine-tuned copy of `model` in eval mode, summary {"epochs", "loss" per epoch, "seconds"}).
 
@@ -92,7 +92,7 @@ def finetune(
     if not params:
         raise ConfigError("finetune: the model has no trainable parameters")
     tc = objective(extra)
-    mcfg = tuned.config
+    mcfg = cast(ModelConfig, tuned.config)  # a PtychoPINN's config (reconstruct may not import ptychopinn.model)
     opt = torch.optim.Adam(params, lr=config.learning_rate, eps=ADAM_EPS)
     n = len(dataset)
     rng = np.random.default_rng(config.seed)

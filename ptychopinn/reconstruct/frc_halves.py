@@ -125,7 +125,8 @@ class _Rows:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, tuple):
-            return np.asarray(self.base[self.rows[key[0]]])[(slice(None), *key[1:])]
+            rest = (slice(None), *key[1:])  # mypy reads `a[(x, *y)]` as 3.11-only `a[x, *y]`
+            return np.asarray(self.base[self.rows[key[0]]])[rest]
         return np.asarray(self.base[self.rows[key]])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -262,7 +263,7 @@ def half_set_frc(
         for rows in (rows_a, rows_b):
             halves.append(
                 reconstruct(net, subset_scan(scan, rows), data_config=dcfg, batch_size=batch_size, stitch="barycentric",
-                            crop=crop, weight=weight, device=dev)  # type: ignore[arg-type]
+                            crop=crop, weight=weight, device=dev)  # type: ignore[arg-type]  # weight: a str, one of reconstruct's PatchWeight literals
             )
     for message in dict.fromkeys(str(w.message) for w in caught):
         log.warning("half-set FRC, a half (every other position): %s", message)
@@ -283,7 +284,7 @@ def half_set_frc(
         half_bit=half_bit,
         half_bit_crossing=crossing(curve, half_bit, freqs),
         one_seventh_crossing=crossing(curve, ONE_SEVENTH, freqs),
-        region=tuple(int(v) for v in region),  # type: ignore[arg-type]
+        region=tuple(int(v) for v in region),  # type: ignore[arg-type]  # four ints (the region box)
         n_positions=(int(rows_a.size), int(rows_b.size)),
         n_groups=(int(rec_a.n_groups), int(rec_b.n_groups)),
         halves=(np.asarray(a, dtype=np.complex128), np.asarray(b, dtype=np.complex128)),

@@ -321,11 +321,12 @@ def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: b
     inten = mixed_state_intensity(patches, leaf_P)
     loss = data_loss(inten, amp, cfg.loss, mask, cfg.poisson_eps)
     wrt = [leaf_O] + ([leaf_P] if with_probe else []) + ([b_pos] if cfg.positions else [])
+    raw: list[torch.Tensor | None]
     if len(idx):
-        grads = list(torch.autograd.grad(loss, wrt, allow_unused=True))
+        raw = list(torch.autograd.grad(loss, wrt, allow_unused=True))
     else:
-        grads = [None] * len(wrt)
-    grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
+        raw = [None] * len(wrt)
+    grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, raw)]
     gO = grads[0]
     gP = grads[1] if with_probe else None
     gpos = grads[-1] if cfg.positions else None

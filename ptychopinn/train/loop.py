@@ -505,17 +505,18 @@ def _run(su: _Setup, info: Any, progress: bool) -> TrainResult:
         start_epoch = 0
         loop_state: dict[str, Any] = {}
         if su.resume:
-            start_epoch, history, loop_state = _restore_checkpoint(out, model, optimizer, schedule, scaler, np_rng, model_config)  # type: ignore[arg-type]
-            _check_resumable(out, tc, loop_state)  # type: ignore[arg-type]
+            start_epoch, history, loop_state = _restore_checkpoint(out, model, optimizer, schedule, scaler, np_rng, model_config)  # type: ignore[arg-type]  # resume implies an output folder: out is not None here
+            _check_resumable(out, tc, loop_state)  # type: ignore[arg-type]  # resume implies an output folder: out is not None here
             dist_.barrier()  # every rank has read the checkpoint before rank 0 touches the folder
             if main:
-                _truncate_metrics(out, start_epoch)  # type: ignore[arg-type]
-                log.info("resuming from %s after epoch %d", out / CHECKPOINT_DIR, start_epoch)  # type: ignore[operator]
+                _truncate_metrics(out, start_epoch)  # type: ignore[arg-type]  # resume implies an output folder: out is not None here
+                log.info("resuming from %s after epoch %d", out / CHECKPOINT_DIR, start_epoch)  # type: ignore[operator]  # resume implies an output folder: out is not None here
         run_model: Any = model
         if info is not None:  # gradients averaged over ranks; buffers never change, so not broadcast
             sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers"
+            ddp_kwargs: dict[str, Any] = {sync: False}  # the keyword's name depends on the torch version
             run_model = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False}
+                model, device_ids=[device.index] if device.type == "cuda" else None, **ddp_kwargs
             )
             run_model.register_comm_hook(None, dist_.sum_gradients_hook)
         no_sync = run_model.no_sync if info is not None else None

@@ -8,7 +8,7 @@ x is the model input `(B, C, N, N)` in sqrt-photons, so x² are the observed cou
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ def batch_loss(
         raise ValueError("batch_loss: every loss weight is zero")
     if weight != 1.0:
         parts = {k: v * weight for k, v in parts.items()}
-    total = sum(parts.values())  # type: ignore[assignment]
+    total = cast(torch.Tensor, sum(parts.values()))  # parts is non-empty: a tensor, never sum's start 0
     return total, {k: v.detach() for k, v in parts.items()}
 
 

@@ -112,6 +112,7 @@ class FNODecoder(nn.Module):
         if self.probe_big or not self.pad_object:
             self.head2 = conv3x3(W, cout)
         if self.pad_object and self.probe_big:
+            self.border: torch.Tensor
             self.register_buffer("border", border_mask(N), persistent=False)
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:
