@@ -106,6 +106,13 @@ def _handle(value: bytes, where: str) -> tuple[int, int]:
     return off, size
 
 
+def _message(value: int | bytes, name: str) -> bytes:
+    """A nested message's bytes; a field of another wire type is a malformed entry (ValueError)."""
+    if not isinstance(value, bytes):
+        raise ValueError(f"field {name} is not length-delimited")
+    return value
+
+
 def _parse_entry(value: bytes, key: str, where: str) -> BundleEntry:
     dtype, shape, shard, offset, size, crc = 0, [], 0, 0, 0, None
     try:
@@ -113,10 +120,10 @@ def _parse_entry(value: bytes, key: str, where: str) -> BundleEntry:
             if field == 1:
                 dtype = int(v)
             elif field == 2:
-                for f2, _, dim in wire.iter_fields(v):  # type: ignore[arg-type]  # LEN by the schema, wire type unchecked (see iter_fields)
+                for f2, _, dim in wire.iter_fields(_message(v, "shape")):
                     if f2 == 2:  # repeated Dim {int64 size = 1; string name = 2}
                         dsize = 0
-                        for f3, _, dv in wire.iter_fields(dim):  # type: ignore[arg-type]  # as above
+                        for f3, _, dv in wire.iter_fields(_message(dim, "shape.dim")):
                             if f3 == 1:
                                 dsize = wire.to_signed64(int(dv))
                         shape.append(dsize)

@@ -178,3 +178,14 @@ def test_s1_fixture_checkpoint_matches_tf_weights():
                 assert np.array_equal(extras["layer_with_weights-22/w"], ref["ae_extra_w044"])
             else:
                 assert extras == {}
+
+
+def test_entry_with_a_varint_shape_is_a_format_error():
+    """A BundleEntryProto whose shape (field 2) is a varint, not a message: one ModelFormatError."""
+    from ptychopinn.interop.tf_bundle.tensorbundle import _parse_entry
+
+    with pytest.raises(ModelFormatError, match="shape"):
+        _parse_entry(b"\x08\x01\x10\x05", "layer/kernel", "toy")  # dtype=1, then field 2 as varint 5
+    dim_varint = b"\x12\x02\x10\x07"  # shape = message{ field 2 (Dim) as varint 7 }
+    with pytest.raises(ModelFormatError, match="shape.dim"):
+        _parse_entry(b"\x08\x01" + dim_varint, "layer/kernel", "toy")
