@@ -62,6 +62,18 @@ def one_line_error(capsys, *needles: str) -> str:
     return err
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):
+    on a small shared machine, thread contention makes convolutions ~20× slower."""
+    import torch  # lazy: most test modules (and the torch-free ones) never need it here
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

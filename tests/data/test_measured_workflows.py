@@ -17,12 +17,7 @@ from ptychopinn.config import SimulationConfig
 from tests.conftest import rel_l2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _save(path, **arrays):

@@ -39,13 +39,7 @@ def _inputs(B: int, C: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, off - off.mean(dim=1, keepdim=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on a small shared machine, thread contention makes convolutions ~20× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _session(path: Path):

@@ -48,13 +48,7 @@ def _report():
 '''
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on a small shared machine, thread contention makes convolutions ~20× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _write_scan(path: Path, *, M: int = 24, n: int = N, with_object: bool = True, seed: int = 0, h5: bool = False) -> Path:
