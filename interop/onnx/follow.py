@@ -51,6 +51,7 @@ import numpy as np
 
 from ptychopinn.data.badpixels import BadPixelFill
 from ptychopinn.data.detector import UNITS, DetectorTransform
+from ptychopinn.data.normalize import block_energy, factor_from_energy
 from ptychopinn.errors import ConfigError, DataError
 from ptychopinn.reconstruct import geometry
 
@@ -527,19 +528,10 @@ def _scale(factor: float, intensity_scale: float) -> np.float32:
 
 def _factor(energy_sum: float, occurrences: int, N: int, label: str) -> float:
     """`data.normalization_factor` from running sums (f = sqrt((N/2)² / mean Σd²), as float32)."""
-    mean = energy_sum / max(occurrences, 1)
-    if not np.isfinite(mean) or mean <= 0.0:
-        raise DataError(f"{label}: diffraction has mean pattern energy {mean}, expected a positive finite value")
-    return float(np.float32(np.sqrt((N / 2) ** 2 / mean)))
-
-
-def _energies(frames: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """Σ d² over the measured pixels (`data.normalize.pattern_energy`), float64 (n,)."""
-    block = frames.astype(np.float64)
-    if valid is None:
-        return np.einsum("bhw,bhw->b", block, block)
-    sel = block[:, valid]
-    return np.einsum("bp,bp->b", sel, sel)
+    try:
+        return float(factor_from_energy(energy_sum, max(occurrences, 1), N))
+    except DataError as exc:
+        raise DataError(f"{label}: {exc}") from None
 
 
 def follow(
@@ -656,7 +648,7 @@ def follow(
                 n0 = min(avail, norm_frames)
                 e = 0.0
                 for s in range(0, n0, batch_size):
-                    e += float(_energies(scan.read(s, min(s + batch_size, n0))[0], valid).sum())
+                    e += float(block_energy(scan.read(s, min(s + batch_size, n0))[0], valid).sum())
                 provisional = _factor(e, n0, N, label)
                 scale = _scale(provisional, model.intensity_scale)
             if scale is not None and avail > cursor:
@@ -672,7 +664,7 @@ def follow(
                 stats.max_backlog = max(stats.max_backlog, avail - cursor)
                 _check_frames(label, frames, cursor)
                 _check_positions(label, xy, cursor)
-                energy_sum += float(_energies(frames, valid).sum())
+                energy_sum += float(block_energy(frames, valid).sum())
                 run_batch(canvas, frames, xy, scale)
                 pending_ts.append(ts if ts is not None else np.full(frames.shape[0], time.time()))
                 cursor = stop

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import DataError
 from .lazy import CHUNK_BYTES
 
-__all__ = ["normalization_factor", "pattern_energy", "pattern_occurrences", "factor_from_energy"]
+__all__ = ["normalization_factor", "pattern_energy", "block_energy", "pattern_occurrences", "factor_from_energy"]
 
 
 def pattern_energy(
@@ -38,13 +38,18 @@ def pattern_energy(
     out = np.empty(rows.size, dtype=np.float64)
     valid = None if bad_pixels is None else ~_mask(bad_pixels, N)
     for start in range(0, rows.size, step):
-        block = np.asarray(diffraction[rows[start : start + step]], dtype=np.float64)
-        if valid is None:
-            out[start : start + step] = np.einsum("bhw,bhw->b", block, block)
-        else:
-            sel = block[:, valid]  # (b, n_measured)
-            out[start : start + step] = np.einsum("bp,bp->b", sel, sel)
+        out[start : start + step] = block_energy(diffraction[rows[start : start + step]], valid)
     return out
+
+
+def block_energy(block: Any, valid: np.ndarray | None = None) -> np.ndarray:
+    """(b,) float64 Σ d² of each pattern of `block` (b, N, N) over the pixels where `valid`
+    `(N, N)` bool is True (None: every pixel)."""
+    block = np.asarray(block, dtype=np.float64)
+    if valid is None:
+        return np.einsum("bhw,bhw->b", block, block)
+    sel = block[:, valid]  # (b, n_measured)
+    return np.einsum("bp,bp->b", sel, sel)
 
 
 def _mask(bad_pixels: np.ndarray, N: int) -> np.ndarray:
