@@ -30,7 +30,7 @@ from ptychopinn.cli import main as cli_main
 from ptychopinn.config import DataConfig, ModelConfig, TrainConfig
 from ptychopinn.model import PtychoPINN
 from ptychopinn.train.inputs import normalised_probe, resolve_nphotons
-from ptychopinn.train.loop import _determinism
+from ptychopinn.train.setup import determinism
 
 from .cases_training import _step_fn
 from .common import TF_MISSING, Context, Row, run_tf_worker, skipped, tf_available
@@ -222,7 +222,7 @@ def run(ctx: Context) -> list[Row]:
         bl = [f"{sname}/default"] if det else []
         ctx.log(f"  {row_name}")
         try:
-            with _determinism(det, SEED):
+            with determinism(det, SEED):
                 fn, first = _step_fn(step_setup, exact=det)
                 st = measure(fn, warmup=1, repeats=reps, min_repeat_s=0.0)
             rows.append(Row(row_name, GROUP, f"{sdesc}: {vdesc}", st, items=sb, unit="groups/s", baselines=bl,

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from ptychopinn._lazy import make_callable
 
-from .loop import ADAM_EPS, CHECKPOINT_DIR, METRICS_FILE, TrainResult, train
+from .checkpoint import CHECKPOINT_DIR, METRICS_FILE
+from .loop import TrainResult, train
+from .setup import ADAM_EPS
 from .step import train_step
 
 make_callable(__name__, "train")

@@ -114,17 +114,17 @@ def _emulate_ranks(scan_path: Path, batch_size: int, world: int, mc: ModelConfig
     """One epoch, float32 weights: each step adds the `world` rank shards' gradients in rank order."""
     from ptychopinn import data
     from ptychopinn.distributed import DistInfo
-    from ptychopinn.train import loop
+    from ptychopinn.train import ddp, setup
     from ptychopinn.train.losses import batch_loss
 
     tc = TrainConfig(epochs=1, seed=0, batch_size=batch_size, device="cpu", exact_gradients="off")
-    su = loop._setup(scan_path, mc, DataConfig(seed=0), tc, None, False, None)
+    su = setup.check_inputs(scan_path, mc, DataConfig(seed=0), tc, None, False, None)
     f = float(data.normalization_factor(su.scan.diffraction, su.groups.indices))
     ds = data.GroupDataset(su.scan, su.groups, f * su.scale, start_offsets=True)
-    model = loop._build_model(mc, su.probe, su.scale, tc.seed, torch.device("cpu"))
-    opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, eps=loop.ADAM_EPS)
+    model = setup.build_model(mc, su.probe, su.scale, tc.seed, torch.device("cpu"))
+    opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate, eps=setup.ADAM_EPS)
     order = np.random.default_rng(tc.seed).permutation(su.train_idx)
-    plans = [loop._shards(order, tc.batch_size, DistInfo(r, world, r)) for r in range(world)]
+    plans = [ddp.shards(order, tc.batch_size, DistInfo(r, world, r)) for r in range(world)]
     for step in range(len(plans[0])):
         opt.zero_grad(set_to_none=True)
         for plan in plans:

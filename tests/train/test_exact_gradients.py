@@ -119,18 +119,18 @@ def test_float32_training_does_depend_on_thread_count(scan_path):
 def test_shards_of_a_batch_give_the_batch_gradient(scan_path):
     """Two shards weighted by the global batch size give bitwise the float32 weights of one batch."""
     from ptychopinn import data
-    from ptychopinn.train import loop
     from ptychopinn.train import master_weights as mw
+    from ptychopinn.train import setup
     from ptychopinn.train.losses import batch_loss
 
     tc = _tc()
-    su = loop._setup(scan_path, TINY, None, tc, None, False, None)
+    su = setup.check_inputs(scan_path, TINY, None, tc, None, False, None)
     f = float(data.normalization_factor(su.scan.diffraction, su.groups.indices))
     ds = data.GroupDataset(su.scan, su.groups, f * su.scale, start_offsets=True)
     idx = su.train_idx[:7].tolist()
 
     def grads(shards):
-        model = loop._build_model(TINY, su.probe, su.scale, 0, torch.device("cpu"))
+        model = setup.build_model(TINY, su.probe, su.scale, 0, torch.device("cpu"))
         mw.promote(model)
         for s in shards:
             b = ds.batch(s)

@@ -114,7 +114,7 @@ def _scripted_val(monkeypatch, values):
     from ptychopinn.train import loop
 
     it = iter(values)
-    monkeypatch.setattr(loop, "_evaluate", lambda *a, **k: next(it))
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(it))
 
 
 def test_early_stop_epoch_and_keep_best(scan_path, tmp_path, monkeypatch):
@@ -161,18 +161,18 @@ def test_train_step_accumulated_gradient_equals_the_batch_gradient(scan_path):
     window's gradient within float32 tolerance (Adam then amplifies such rounding in weights
     whose gradient is near zero, so whole runs are compared with master weights above)."""
     from ptychopinn import data
-    from ptychopinn.train import loop
+    from ptychopinn.train import setup
     from ptychopinn.train.losses import batch_loss
     from ptychopinn.train.step import train_step
 
     tc = _tc()
-    su = loop._setup(scan_path, TINY, None, tc, None, False, None)
+    su = setup.check_inputs(scan_path, TINY, None, tc, None, False, None)
     f = float(data.normalization_factor(su.scan.diffraction, su.groups.indices))
     ds = data.GroupDataset(su.scan, su.groups, f * su.scale, start_offsets=True)
     idx = su.train_idx[:7].tolist()
 
     def grads(micro):
-        model = loop._build_model(TINY, su.probe, su.scale, 0, torch.device("cpu"))
+        model = setup.build_model(TINY, su.probe, su.scale, 0, torch.device("cpu"))
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
 
         def loss_of(ids):
@@ -219,24 +219,24 @@ def test_clip_gradients_matches_torch_and_changes_training(scan_path):
 def test_resume_mid_stage_is_bit_exact(scan_path, tmp_path, monkeypatch):
     """Stages + cosine + warm-up + accumulation + clipping, interrupted after epoch 3 of 5
     (inside stage 2), resumed: bitwise the uninterrupted model, history and CSV rows."""
-    from ptychopinn.train import loop, train
+    from ptychopinn.train import checkpoint, train
 
     tc = _tc(
         deterministic=True, scheduler="cosine", warmup_epochs=1, min_lr_ratio=0.1, stages="2:2e-3;3:1e-3:mae=0.5",
         accumulate_grad_batches=2, batch_size=2, clip_grad_norm=5.0, keep_best=1, early_stop_patience=4,
     )
     one_go = train(scan_path, TINY, None, tc, out_dir=tmp_path / "a", progress=False)
-    real = loop._epoch_files
+    real = checkpoint.epoch_files
 
-    def interrupt(out, *args, **kw):
-        real(out, *args, **kw)
-        if args[5] == 3:  # epochs_done
+    def interrupt(out, state, row):
+        real(out, state, row)
+        if state.epochs_done == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "_epoch_files", interrupt)
+    monkeypatch.setattr(checkpoint, "epoch_files", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train(scan_path, TINY, None, tc, out_dir=tmp_path / "b", progress=False)
-    monkeypatch.setattr(loop, "_epoch_files", real)
+    monkeypatch.setattr(checkpoint, "epoch_files", real)
     torch.manual_seed(123), np.random.seed(5)
     resumed = train(scan_path, TINY, None, tc, out_dir=tmp_path / "b", resume=True, progress=False)
     sa, sb = one_go.model.state_dict(), resumed.model.state_dict()

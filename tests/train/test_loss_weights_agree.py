@@ -31,11 +31,11 @@ def test_all_zero_pinn_weights_still_rejected():
 
 
 def test_determinism_block_restores_global_state(monkeypatch):
-    """`_determinism` seeds inside the block and leaves python/numpy/torch RNGs and flags as found."""
+    """`setup.determinism` seeds inside the block and leaves python/numpy/torch RNGs and flags as found."""
     import os
     import random
 
-    from ptychopinn.train.loop import _determinism
+    from ptychopinn.train.setup import determinism
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     prev_alg = torch.are_deterministic_algorithms_enabled()
@@ -46,7 +46,7 @@ def test_determinism_block_restores_global_state(monkeypatch):
     random.seed(1)
     np.random.seed(1)
     torch.manual_seed(1)
-    with _determinism(True, seed=7):
+    with determinism(True, seed=7):
         assert torch.are_deterministic_algorithms_enabled()
         inside = float(torch.rand(()))
         random.random(), np.random.rand()
@@ -55,7 +55,7 @@ def test_determinism_block_restores_global_state(monkeypatch):
     random.seed(1)
     np.random.seed(1)
     torch.manual_seed(1)
-    with _determinism(True, seed=7):
+    with determinism(True, seed=7):
         random.random(), np.random.rand(), torch.rand(())
     assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expect
     assert torch.are_deterministic_algorithms_enabled() == prev_alg
