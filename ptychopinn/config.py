@@ -193,7 +193,10 @@ class TrainConfig:
         self.check()
 
     def check(self) -> None:
-        """ConfigError naming the first field out of range."""
+        """ConfigError naming the first field out of range (run by `__post_init__`, so every
+        TrainConfig — `dataclasses.replace` and `stage_config` included — is valid). The PINN
+        rule is `train.losses.batch_loss`'s: some term must be on (NLL, MAE, or the real-space
+        term with a TV or real-space MAE weight), so real-space-only objectives are accepted."""
         if self.epochs < 1:
             raise ConfigError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -216,7 +219,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.logger must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
         if self.monitor not in ("auto", "val_loss", "loss"):
             raise ConfigError(f"TrainConfig.monitor must be 'auto', 'val_loss' or 'loss', got {self.monitor!r}")
-        for name, low in (("warmup_epochs", 0), ("early_stop_patience", 0), ("keep_best", 0), ("accumulate_grad_batches", 1)):
+        for name, low in (("warmup_epochs", 0), ("early_stop_patience", 0), ("keep_best", 0), ("accumulate_grad_batches", 1),
+                          ("plateau_patience", 0), ("num_workers", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= {low}, got {value!r}")
@@ -229,6 +233,13 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if not self.clip_grad_norm >= 0.0:
             raise ConfigError(f"TrainConfig.clip_grad_norm must be >= 0 (0 = off), got {self.clip_grad_norm}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(f"TrainConfig.plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        if not self.min_lr >= 0.0:
+            raise ConfigError(f"TrainConfig.min_lr must be >= 0, got {self.min_lr}")
+        for name in STAGE_WEIGHTS.values():
+            if not getattr(self, name) >= 0.0:
+                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         for i, stage in enumerate(self.stages or (None,)):
             w = {f: getattr(self, f) for f in STAGE_WEIGHTS.values()}
             if stage is not None:

@@ -170,7 +170,7 @@ def check_nphotons_flag(data_path: Path, nphotons: float | None) -> None:
 
 def interrupted_message(out: Path) -> str:
     """The one line printed when training is interrupted (Ctrl-C)."""
-    from ..train.loop import CHECKPOINT_DIR
+    from ..train.checkpoint import CHECKPOINT_DIR
     from ..train.state import STATE_JSON
 
     ckpt = out / CHECKPOINT_DIR

@@ -60,3 +60,32 @@ def test_determinism_block_restores_global_state(monkeypatch):
     assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expect
     assert torch.are_deterministic_algorithms_enabled() == prev_alg
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+def test_train_config_validates_itself_in_one_line():
+    """Out-of-range fields fail on construction (and on `dataclasses.replace`) with one line naming the field."""
+    import dataclasses
+
+    for kw, match in [(dict(plateau_factor=1.0), "plateau_factor"), (dict(min_lr=-1.0), "min_lr"), (dict(num_workers=-1), "num_workers"),
+                      (dict(plateau_patience=-1), "plateau_patience"), (dict(mae_weight=-0.5), "mae_weight"),
+                      (dict(nll_weight=float("nan")), "nll_weight")]:
+        with pytest.raises(ConfigError, match=match) as info:
+            TrainConfig(**kw)
+        assert "\n" not in str(info.value) and str(info.value).startswith("TrainConfig.")
+    with pytest.raises(ConfigError, match="batch_size"):
+        dataclasses.replace(TrainConfig(), batch_size=0)
+
+
+def test_real_space_tv_only_objective_trains(tmp_path):
+    """A PINN objective of the real-space TV term alone (no NLL/MAE, no labels) passes `train`'s
+    checks and trains: its only loss part is "realspace"."""
+    from ptychopinn.config import SimulationConfig
+    from ptychopinn.simulate import simulate_to_file
+    from ptychopinn.train import train
+
+    scan = simulate_to_file(SimulationConfig(N=64, object_size=96, n_positions=12, nphotons=1e6, seed=3), tmp_path / "scan.npz")
+    tc = TrainConfig(epochs=1, batch_size=4, device="cpu", validation_fraction=0.0, nll_weight=0.0, mae_weight=0.0,
+                     realspace_weight=1.0, tv_weight=0.1)
+    assert not needs_labels(tc)
+    result = train(scan, ModelConfig(n_filters_scale=1), None, tc, progress=False)
+    assert list(result.history[0]["parts"]) == ["realspace"] and np.isfinite(result.history[0]["loss"])
