@@ -131,7 +131,7 @@ def _run(su: Setup, info: dist_.DistInfo | None, progress: bool) -> TrainResult:
 def _fit(run: Run, state: TrainingState) -> None:
     """For each epoch: for each window of batches one optimiser step; then validate, step the
     schedule, log, early-stop and checkpoint."""
-    tc = run.su.tc
+    tc = run.tc
     for epoch in range(state.epochs_done, tc.epochs):
         if state.early_stop.stopped:
             break
@@ -152,7 +152,7 @@ def _fit(run: Run, state: TrainingState) -> None:
             "val_loss": val_loss,
             "lr": lr,
             "parts": parts,
-            "patterns_per_s": seen * run.su.model_config.channels / max(seconds, 1e-9),
+            "patterns_per_s": seen * run.model_config.channels / max(seconds, 1e-9),
             "seconds": seconds,
         }
         state.history.append(row)
@@ -160,16 +160,16 @@ def _fit(run: Run, state: TrainingState) -> None:
         _log_epoch(run, row)
         if state.early_stop.end_epoch(epoch, monitored, tc.early_stop_patience) and run.main:
             log.info("early stop after epoch %d: %s did not improve for %d epochs", epoch + 1, run.monitor, state.early_stop.bad)
-        if run.su.out is not None:
-            ddp.on_main(run.info, functools.partial(checkpoint.end_epoch, run.su.out, state, row, monitored))
+        if run.out is not None:
+            ddp.on_main(run.info, functools.partial(checkpoint.end_epoch, run.out, state, row, monitored))
 
 
 def _train_epoch(run: Run, state: TrainingState, stc: TrainConfig, epoch: int, t0: float) -> tuple[float, dict[str, float], int]:
     """One pass over the shuffled training groups, one `train_step` per window of
     `accumulate_grad_batches` batches; returns (mean loss, mean loss parts, groups seen)."""
-    tc, device = run.su.tc, run.su.device
+    tc, device = run.tc, run.device
     state.model.train()
-    order = state.np_rng.permutation(run.su.train_idx)
+    order = state.np_rng.permutation(run.inputs.train_idx)
     windows = ddp.windows(order, tc.batch_size, tc.accumulate_grad_batches, run.info)
     batches = iter(_loader(run, [m[0] for w in windows for m in w]))
     bar = _progress(run.progress, len(windows), f"epoch {epoch + 1}/{tc.epochs}")
@@ -185,7 +185,7 @@ def _train_epoch(run: Run, state: TrainingState, stc: TrainConfig, epoch: int, t
             parts_sum[k] = parts_sum.get(k, 0) + v * B
         seen += B
         if bar is not None:
-            rate = seen * run.su.model_config.channels / max(time.perf_counter() - t0, 1e-9)
+            rate = seen * run.model_config.channels / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{float(window_loss):.5g}", patterns_s=f"{rate:.0f}")
             bar.update(1)
     if bar is not None:
@@ -205,17 +205,17 @@ def _step(run: Run, state: TrainingState, stc: TrainConfig, micro: list[Micro], 
 
     try:
         loss, parts, _ = train_step(
-            state.optimizer, micro, loss_of, params=run.params, scaler=state.scaler, clip_grad_norm=run.su.tc.clip_grad_norm,
+            state.optimizer, micro, loss_of, params=run.params, scaler=state.scaler, clip_grad_norm=run.tc.clip_grad_norm,
             exact=run.exact, no_sync=run.no_sync, reduce=lambda loss, parts: ddp.global_loss(loss, parts, run.info),
         )
     except NonFiniteLoss as exc:
-        raise DataError(f"{run.su.label}: loss became {exc.value} at {where} (check the data scale)") from None
+        raise DataError(f"{run.inputs.label}: loss became {exc.value} at {where} (check the data scale)") from None
     return loss, parts
 
 
 def _validate(run: Run, state: TrainingState, stc: TrainConfig) -> float | None:
     """The validation loss of the epoch (eval mode), or None without a validation split."""
-    if not run.su.val_idx.size:
+    if not run.inputs.val_idx.size:
         return None
     state.model.eval()
     return evaluate(run, stc)
@@ -228,9 +228,9 @@ def evaluate(run: Run, tc: TrainConfig) -> float:
     Distributed: the same global batches, each split across ranks and summed (`ddp.global_loss`),
     so the value equals the single-process one.
     """
-    plan = ddp.shards(np.asarray(run.su.val_idx), run.su.tc.batch_size, run.info)
+    plan = ddp.shards(np.asarray(run.inputs.val_idx), run.tc.batch_size, run.info)
     loader = _loader(run, [p[0] for p in plan])
-    total = torch.zeros((), dtype=torch.float64, device=run.su.device)
+    total = torch.zeros((), dtype=torch.float64, device=run.device)
     count = 0
     with torch.no_grad():
         for batch, (_, weight, B) in zip(loader, plan):
@@ -246,12 +246,12 @@ def shard_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`batch_loss` of one (shard of a) global batch of `batch_size` groups, on the run's device
     (with the run's AMP, centre mask, detector mask and labels)."""
-    device = run.su.device
+    device = run.device
     x = batch["x"].to(device, non_blocking=True)
     offsets = batch["offsets"].to(device, non_blocking=True)
     labels = run.labels_of(batch).to(device) if run.labels_of is not None else None
     return batch_loss(
-        model, x, offsets, labels, run.su.model_config, tc, centre_mask=run.centre_mask, autocast=run.autocast,
+        model, x, offsets, labels, run.model_config, tc, centre_mask=run.centre_mask, autocast=run.autocast,
         batch_size=batch_size, weight=weight, valid=run.valid,
     )
 
@@ -261,13 +261,13 @@ def _log_epoch(run: Run, row: dict[str, Any]) -> None:
         val = row["val_loss"]
         log.info(
             "epoch %d/%d loss %.6g val_loss %s lr %.3g (%.1f patterns/s)",
-            row["epoch"], run.su.tc.epochs, row["loss"], "n/a" if val is None else f"{val:.6g}", row["lr"], row["patterns_per_s"],
+            row["epoch"], run.tc.epochs, row["loss"], "n/a" if val is None else f"{val:.6g}", row["lr"], row["patterns_per_s"],
         )
 
 
 def _finish(run: Run, state: TrainingState) -> TrainResult:
     """The trained model in eval mode with float32 weights, the final model files, the result."""
-    su, summary, model = run.su, state.summary, state.model
+    su, summary, model = run.inputs, state.summary, state.model
     if state.early_stop.stopped:
         summary["stopped_early_after_epoch"] = state.early_stop.stopped_after
     if state.keeper is not None:
@@ -313,7 +313,7 @@ class _BatchView(torch.utils.data.Dataset):
 def _loader(run: Run, batches: list[list[int]]) -> torch.utils.data.DataLoader:
     """DataLoader yielding one batched dict per list of group numbers (in the given order)."""
     return torch.utils.data.DataLoader(
-        _BatchView(run.dataset), batch_size=None, sampler=batches, num_workers=run.su.tc.num_workers, pin_memory=run.pin
+        _BatchView(run.dataset), batch_size=None, sampler=batches, num_workers=run.tc.num_workers, pin_memory=run.pin
     )
 
 

@@ -266,7 +266,7 @@ class Run:
     """What stays fixed through one run (single process or one rank): the inputs, the data, the
     model as the step calls it, and the fixed parts of the objective."""
 
-    su: Setup
+    inputs: Setup
     info: DistInfo | None
     dataset: data.GroupDataset
     factor: float
@@ -286,6 +286,23 @@ class Run:
     monitor: str
     pin: bool
     progress: bool
+
+    @property
+    def tc(self) -> TrainConfig:
+        return self.inputs.tc
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.inputs.model_config
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs.device
+
+    @property
+    def out(self) -> Path | None:
+        """The model directory written, or None."""
+        return self.inputs.out
 
     @property
     def main(self) -> bool:
@@ -318,7 +335,7 @@ def build_run(
     eval_model: Any = torch.compile(model) if (tc.compile and info is not None) else run_model
     scan, groups = su.scan, su.groups
     return Run(
-        su=su,
+        inputs=su,
         info=info,
         dataset=ds,
         factor=factor,
@@ -340,7 +357,7 @@ def build_run(
 def attach_outputs(state: TrainingState, run: Run, loop: dict[str, Any]) -> None:
     """The run's summary, `--keep-best` keeper and (rank 0's) metrics logger on `state`, resumed
     from the checkpoint's `loop` state."""
-    su, tc = run.su, run.su.tc
+    su, tc = run.inputs, run.tc
     state.summary = summary(run)
     out = su.out
     if out is not None and tc.keep_best:
@@ -353,7 +370,7 @@ def attach_outputs(state: TrainingState, run: Run, loop: dict[str, Any]) -> None
 
 def summary(run: Run) -> dict[str, Any]:
     """The run's description, saved as the models' extra "training" (history etc. added at the end)."""
-    su = run.su
+    su = run.inputs
     doc = {
         "normalization_factor": run.factor,
         "intensity_scale": su.scale,
