@@ -5,6 +5,10 @@
                       pp.TrainConfig(epochs=10), out_dir="model")
     result.model, result.history
 
+Modules: `loop` (`train`, the epoch loop), `setup` (checked inputs, model, optimiser, the `Run`),
+`checkpoint` (`TrainingState` and its files: checkpoint/, metrics.jsonl, the final model), `ddp`
+(shards, global loss, rank-0 writes), `early_stop`, `best`, `schedules`, `loggers`, `losses`.
+
 `train_step(optimizer, micro_batches, loss_of, ...)` (module `step`) is one optimiser step over
 micro-batches (accumulation, clipping, AMP scaler, DDP no_sync), reusable by fine-tuning code.
 
