@@ -35,6 +35,7 @@ from ..metrics import evaluate
 from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 from .stitchers import get_stitcher
 from .finetune import finetune as run_finetune
+from .outputs import write_outputs
 from .refine import refine_stitched
 
 log = logging.getLogger("ptychopinn")
@@ -236,8 +237,6 @@ def reconstruct(
 
         rec.frc_halves = half_set_frc(model, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev, full=rec)
     if out_dir is not None:
-        from .outputs import write_outputs  # lazy: import cycle (outputs -> frc_halves -> core)
-
         truth = None if scan.object is None else np.asarray(scan.object)
         if info is None:
             rec.paths = write_outputs(rec, Path(out_dir), truth=truth, overwrite=overwrite)
