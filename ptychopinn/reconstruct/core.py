@@ -190,6 +190,7 @@ def reconstruct(
     dataset = GroupDataset(scan, groups, factor * scale)
     main = info is None or info.is_main
     tuned = None
+    network = net  # the network as loaded (fine-tuning works on a copy): the half-set FRC reuses it
     if finetune is not None and finetune.epochs > 0:
         if info is not None:
             raise ConfigError("finetune runs in one process only; run reconstruct --finetune without torchrun")
@@ -235,7 +236,8 @@ def reconstruct(
     if frc_halves:
         from .frc_halves import half_set_frc  # lazy: frc_halves builds on this module (reconstructs each half)
 
-        rec.frc_halves = half_set_frc(model, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev, full=rec)
+        rec.frc_halves = half_set_frc(network, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev,
+                                      full=rec, extra=extra)  # the loaded network: the model is not read twice
     if out_dir is not None:
         truth = None if scan.object is None else np.asarray(scan.object)
         if info is None:

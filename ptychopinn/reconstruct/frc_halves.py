@@ -234,6 +234,7 @@ def half_set_frc(
     device: Any = "auto",
     full: Any = None,
     load: Any = None,
+    extra: dict[str, Any] | None = None,
 ) -> HalfSetFRC:
     """Half-set FRC of a scan (no ground truth needed); see the module docstring for the method.
 
@@ -241,12 +242,16 @@ def half_set_frc(
     (barycentric stitching). data_config.n_groups, when set, is halved for each half. full: the
     `Reconstruction` of the whole scan; with it and a scan `objectGuess`, the FRC of the full
     reconstruction against the truth on the same region is added (`truth_curve`). load:
-    `data.LoadOptions` for a scan path (as `reconstruct`).
+    `data.LoadOptions` for a scan path (as `reconstruct`). extra: the model's saved extra info
+    (`io.load_any_model`'s second value, e.g. the training `neighbor_count`) when `model` is a
+    module already loaded from a path (`reconstruct(frc_halves=True)` passes its own, so the model
+    is read once); default: the module's `extra_info`, or what the loader returns for a path.
     """
     if weight not in ("probe", "uniform"):
         raise ConfigError(f"weight must be 'probe' or 'uniform', got {weight!r}")
     dev = resolve_device(device)
-    net, extra = load_any_model(model, dev)
+    net, saved = load_any_model(model, dev)
+    extra = saved if extra is None else extra
     scan = as_scan(scan_or_path, load, int(net.config.N))
     label = scan_label(scan)
     dcfg = inference_data_config(net.config.gridsize, extra, data_config)
