@@ -50,8 +50,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ptychopinn.data.badpixels import BadPixelFill
-from ptychopinn.data.detector import UNITS, DetectorTransform
+from ptychopinn.data.detector import DetectorTransform
 from ptychopinn.data.normalize import block_energy, factor_from_energy
+from ptychopinn.data.sources import HDF5FileSource
+from ptychopinn.data.validation import bad_pixel_mask, declared_units, resolve_units
 from ptychopinn.errors import ConfigError, DataError
 from ptychopinn.io.outputs import has_matplotlib, write_reconstruction_dir
 from ptychopinn.reconstruct import geometry
@@ -130,42 +132,18 @@ def _file_metadata(f: Any) -> dict[str, Any]:
 
 
 def frame_rule(f: Any, label: str, N: int, option: str | None) -> tuple[bool, np.ndarray | None]:
-    """(counts, bad_pixels (N, N) bool or None) as `data.load_scan` resolves them: the explicit
-    `--diffraction-units` > the file's `diffraction_units` (key, root attribute, `_metadata`) >
-    the dtype (integers are counts); `bad_pixels` (N, N) bool, True = not measured."""
-    found: dict[str, str] = {}
-    if "diffraction_units" in f:
-        found["key 'diffraction_units'"] = _text_value(f["diffraction_units"][()])
-    if "diffraction_units" in f.attrs:
-        found["attribute 'diffraction_units'"] = _text_value(f.attrs["diffraction_units"])
+    """(counts, bad_pixels (N, N) bool or None) with `data.load_scan`'s rules (`data.validation`):
+    the explicit `--diffraction-units` > the file's `diffraction_units` (key, root attribute,
+    `_metadata`) > the dtype (integers are counts), with the batch run's one-line warning when the
+    flag contradicts the file; `bad_pixels` (N, N) bool, True = not measured. `f`: the open
+    (SWMR) `h5py.File`."""
+    src = HDF5FileSource(Path(f.filename), mmap=False, file=f, label=label)
     meta = _file_metadata(f)
-    if "diffraction_units" in meta:
-        found["key '_metadata.diffraction_units'"] = str(meta["diffraction_units"])
-    for where, value in found.items():
-        if value not in UNITS:
-            raise DataError(f"{label}: {where} is {value!r}, expected 'counts' or 'amplitude'")
-    if len(set(found.values())) > 1:
-        raise DataError(f"{label}: {' and '.join(f'{w}={v!r}' for w, v in found.items())} disagree")
+    declared, where = declared_units(src, meta, label)
     if str(meta.get("position_units", "px")) not in ("px", "pixels"):
         raise DataError(f"{label}: _metadata.position_units = {meta['position_units']!r}; --follow needs positions in object pixels")
-    if option is not None:
-        if option not in UNITS:
-            raise ConfigError(f"--diffraction-units: expected counts or amplitude, got {option!r}")
-        units = option
-    elif found:
-        units = next(iter(found.values()))
-    else:
-        units = "counts" if f["diffraction"].dtype.kind in "iub" else "amplitude"
-    bad = None
-    if "bad_pixels" in f:
-        ds = f["bad_pixels"]
-        if ds.shape != (N, N) or ds.dtype.kind != "b":
-            raise DataError(f"{label}: key 'bad_pixels' has shape {ds.shape} {ds.dtype}, expected (N, N) = ({N}, {N}) bool (True = not measured)")
-        bad = np.ascontiguousarray(ds[()], dtype=bool)
-        if bad.all():
-            raise DataError(f"{label}: key 'bad_pixels' flags all {N}x{N} pixels, expected at least one measured pixel")
-        bad = bad if bad.any() else None
-    return units == "counts", bad
+    units = resolve_units(label, f["diffraction"].dtype, declared, where, option)
+    return units == "counts", bad_pixel_mask(src, label, N)
 
 
 class LiveScan:

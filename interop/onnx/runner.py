@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not formats or any(f not in ("npz", "h5") for f in formats):
             raise ConfigError(f"--format must list npz and/or h5, got {args.format!r}")
         from ptychopinn.messages import one_line_warnings
-        from ptychopinn.data.scan import load_options_from_flags
+        from ptychopinn.data.options import load_options_from_flags
 
         one_line_warnings("ptychopinn-onnx")
         load = load_options_from_flags(args.diffraction_units, args.pixel_size, args.crop_detector, args.bin)

@@ -84,7 +84,7 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_options(args: argparse.Namespace) -> Any:
     """`data.LoadOptions` from the parsed load flags (and one-line warnings for the run)."""
-    from ..data.scan import load_options_from_flags
+    from ..data.options import load_options_from_flags
 
     one_line_warnings()
     return load_options_from_flags(

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import h5py
@@ -24,10 +25,10 @@ from ptychopinn import data, io
 from ptychopinn.config import ModelConfig
 from ptychopinn.errors import ConfigError, DataError
 from ptychopinn.interop.onnx import export_onnx, run_onnx, stitch_np
-from ptychopinn.interop.onnx.follow import FollowModel, GrowingCanvas, follow, follow_onnx
+from ptychopinn.interop.onnx.follow import FollowModel, GrowingCanvas, LiveScan, follow, follow_onnx
 from ptychopinn.model import PtychoPINN
 from ptychopinn.reconstruct import geometry, reconstruct
-from ptychopinn.simulate.stream import stream_scan
+from ptychopinn.simulate.stream import LiveWriter, stream_scan
 from tests.conftest import REPO_ROOT, rel_l2
 from tests.interop.test_onnx_runner import _SITECUSTOMIZE
 
@@ -364,6 +365,33 @@ def test_detector_counts_with_bad_pixels_equal_the_batch_run(setup, tmp_path: Pa
     # the rules matter: ignoring the mask, or reading counts as amplitudes, changes the result
     wrong = follow_onnx(setup["onnx"], live, None, threads=1, idle_timeout=10, diffraction_units="amplitude")
     assert rel_l2(wrong.object, batch.object) > 1e-3
+
+
+def test_a_units_flag_that_contradicts_the_file_warns_as_in_the_batch_run(tmp_path: Path) -> None:
+    """A live file declaring counts (root attribute) read with --diffraction-units amplitude: the flag
+    wins and the follower gives load_scan's one-line warning, word for word; no flag, or one that
+    agrees, reads counts without a warning."""
+    rng = np.random.default_rng(3)
+    live = tmp_path / "live.h5"
+    w = LiveWriter(live, np.ones((16, 16), np.complex64), frame_dtype=np.float32, diffraction_units="counts")
+    w.append((rng.random((4, 16, 16)) * 9).astype(np.float32))
+    w.append_positions(np.arange(4.0) * 3, np.arange(4.0) * 2)
+    w.complete()
+    w.close()
+    expected = "live.h5: --diffraction-units amplitude overrides attribute 'diffraction_units' = 'counts' (an explicit flag beats file metadata)"
+    with pytest.warns(UserWarning) as batch:
+        data.load_scan(live, diffraction_units="amplitude")
+    assert [str(m.message) for m in batch] == [expected]
+    with pytest.warns(UserWarning) as caught:
+        scan = LiveScan(live, timeout=5, diffraction_units="amplitude")
+    scan.close()
+    assert [str(m.message) for m in caught] == [expected] and not scan.counts
+    for option in (None, "counts"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            scan = LiveScan(live, timeout=5, diffraction_units=option)
+        scan.close()
+        assert scan.counts
 
 
 def test_zmq_stream_into_a_spool_file_equals_the_batch_run(setup, tmp_path: Path, capsys) -> None:
