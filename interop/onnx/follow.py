@@ -55,6 +55,7 @@ from ptychopinn.data.normalize import block_energy, factor_from_energy
 from ptychopinn.data.sources import HDF5FileSource
 from ptychopinn.data.validation import bad_pixel_mask, declared_units, resolve_units
 from ptychopinn.errors import ConfigError, DataError
+from ptychopinn.io.outputs import has_matplotlib, write_reconstruction_dir
 from ptychopinn.reconstruct import geometry
 
 from . import stitch_np
@@ -466,28 +467,12 @@ class FollowResult:
 # -- outputs -----------------------------------------------------------------------------------
 def write_follow_outputs(out_dir: Path, obj: np.ndarray, weight: np.ndarray, meta: dict[str, Any], *,
                          formats: Sequence[str], images: bool) -> dict[str, str]:
-    """reconstruction.npz/.h5 (+ PNGs) into `out_dir`, replaced as a whole (atomic directory):
-    a reader sees the previous complete update or this one, never a partial file."""
-    from ptychopinn.io.atomic import atomic_directory
-    from ptychopinn.io.outputs import save_images, save_reconstruction
-
-    written: dict[str, Path] = {}
-    with atomic_directory(out_dir) as tmp:
-        written.update(save_reconstruction(tmp, obj, metadata=meta, formats=tuple(formats)))
-        if images and _has_matplotlib():
-            box = geometry.covered_box(weight)
-            r0, r1, c0, c1 = box if box is not None else (0, obj.shape[0], 0, obj.shape[1])
-            written.update(save_images(tmp, obj[r0:r1, c0:c1]))
-    return {k: str(out_dir / Path(p).name) for k, p in written.items()}
-
-
-def _has_matplotlib() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("matplotlib") is not None
-    except (ImportError, ValueError):
-        return False
+    """reconstruction.npz/.h5 (+ PNGs of the covered region, when matplotlib is installed: no
+    warning at every update) into `out_dir`, replaced as a whole (`io.outputs.write_reconstruction_dir`,
+    the one writer): a reader sees the previous complete update or this one, never a partial file."""
+    box = geometry.covered_box(weight)
+    box = box if box is not None else (0, obj.shape[0], 0, obj.shape[1])
+    return write_reconstruction_dir(out_dir, obj, meta, image_box=box, formats=tuple(formats), images=images and has_matplotlib())
 
 
 # -- the engine --------------------------------------------------------------------------------

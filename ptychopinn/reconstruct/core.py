@@ -35,6 +35,7 @@ from ..metrics import evaluate
 from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 from .stitchers import get_stitcher
 from .finetune import finetune as run_finetune
+from .outputs import write_outputs
 from .refine import refine_stitched
 
 log = logging.getLogger("ptychopinn")
@@ -198,6 +199,7 @@ def reconstruct(
     dataset = GroupDataset(scan, groups, factor * scale)
     main = info is None or info.is_main
     tuned = None
+    network = net  # the network as loaded (fine-tuning works on a copy): the half-set FRC reuses it
     if finetune is not None and finetune.epochs > 0:
         if info is not None:
             raise ConfigError("finetune runs in one process only; run reconstruct --finetune without torchrun")
@@ -243,10 +245,9 @@ def reconstruct(
     if frc_halves:
         from .frc_halves import half_set_frc  # lazy: frc_halves builds on this module (reconstructs each half)
 
-        rec.frc_halves = half_set_frc(model, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev, full=rec)
+        rec.frc_halves = half_set_frc(network, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev,
+                                      full=rec, extra=extra)  # the loaded network: the model is not read twice
     if out_dir is not None:
-        from .outputs import write_outputs  # lazy: import cycle (outputs -> frc_halves -> core)
-
         truth = None if scan.object is None else np.asarray(scan.object)
         if info is None:
             rec.paths = write_outputs(rec, Path(out_dir), truth=truth, overwrite=overwrite)
