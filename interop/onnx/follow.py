@@ -140,7 +140,7 @@ def frame_rule(f: Any, label: str, N: int, option: str | None) -> tuple[bool, np
     src = HDF5FileSource(Path(f.filename), mmap=False, file=f, label=label)
     meta = _file_metadata(f)
     declared, where = declared_units(src, meta, label)
-    if str(meta.get("position_units", "px")) not in ("px", "pixels"):
+    if str(meta.get("position_units", "px")) != "px":  # as load_scan: "px" (default) or "m"
         raise DataError(f"{label}: _metadata.position_units = {meta['position_units']!r}; --follow needs positions in object pixels")
     units = resolve_units(label, f["diffraction"].dtype, declared, where, option)
     return units == "counts", bad_pixel_mask(src, label, N)
