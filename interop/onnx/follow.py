@@ -572,7 +572,12 @@ class _Follower:
             self.last_new, self.last_avail = time.monotonic(), avail
         idle = time.monotonic() - self.last_new >= self.o.idle_timeout
         if self.scale is None and avail > 0 and (avail >= self.o.norm_frames or self.complete or idle):
-            self._fix_provisional_factor(avail)
+            try:
+                self._fix_provisional_factor(avail)
+            except (_NotReady, OSError) as exc:  # a short read mid-flush: retry, as for the batches
+                log.debug("reading the normalisation frames failed (%s); retrying", exc)
+                time.sleep(self.o.poll)
+                return True
         if self.scale is not None and avail > self.cursor:
             if not self._stitch_next_batch(avail):
                 return True
@@ -766,8 +771,8 @@ def follow(
                           images=images, on_update=on_update)
     _check_follow_args(model, out_dir, overwrite, opts)
     scan = LiveScan(path, timeout=idle_timeout, poll=poll, diffraction_units=diffraction_units)
-    follower = _Follower(model, scan, None if out_dir is None else Path(out_dir), opts)
-    try:
+    try:  # the SWMR handle is closed on every exit, also when the set-up checks fail
+        follower = _Follower(model, scan, None if out_dir is None else Path(out_dir), opts)
         while follower.step():
             pass
         return follower.result(t0)
