@@ -175,12 +175,31 @@ def run(ctx: Context) -> list[Row]:
     else:
         ctx.log(f"  {rname}")
         try:
-            st, _ = _timed_command(ctx, lambda out: ["reconstruct", "--model", str(model_dir), "--data", str(scan_path),
-                                                     "--out", str(out), "--quiet"], warmup=1, repeats=sz["repeats"] - ctx.quick)
+            st, default_out = _timed_command(ctx, lambda out: ["reconstruct", "--model", str(model_dir), "--data", str(scan_path),
+                                                               "--out", str(out), "--quiet"], warmup=1, repeats=sz["repeats"] - ctx.quick)
             rows.append(Row(rname, GROUP, rdesc, st, items=n_all, unit="patterns/s", baselines=["commands/reconstruct/tf"],
                             metrics={"patterns_per_s": n_all / st.median_s}))
         except Exception as exc:  # noqa: BLE001
+            default_out = None
             rows.append(skipped(rname, GROUP, rdesc, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}",
+                                baselines=["commands/reconstruct/tf"]))
+        # the same command with the network in bfloat16 (stitching and writing unchanged)
+        bname = "commands/reconstruct/bf16"
+        bdesc = f"`ptychopinn reconstruct --precision bf16` (bfloat16 autocast network; otherwise as {rname})"
+        ctx.log(f"  {bname}")
+        try:
+            st, bf16_out = _timed_command(ctx, lambda out: ["reconstruct", "--model", str(model_dir), "--data", str(scan_path),
+                                                            "--out", str(out), "--quiet", "--precision", "bf16"],
+                                          warmup=1, repeats=sz["repeats"] - ctx.quick)
+            metrics: dict[str, Any] = {"patterns_per_s": n_all / st.median_s}
+            if default_out is not None:
+                with np.load(default_out / "reconstruction.npz") as a, np.load(bf16_out / "reconstruction.npz") as b:
+                    ref, got = a["object"], b["object"]
+                metrics["rel_l2_vs_default"] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+            rows.append(Row(bname, GROUP, bdesc, st, items=n_all, unit="patterns/s", baselines=["commands/reconstruct/tf"],
+                            metrics=metrics))
+        except Exception as exc:  # noqa: BLE001
+            rows.append(skipped(bname, GROUP, bdesc, f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}",
                                 baselines=["commands/reconstruct/tf"]))
 
     # ---- (c) ONNX Runtime runner end to end, vs the default torch command

@@ -85,6 +85,8 @@ def run_suite(quick: bool = False, only: list[str] | None = None, threads: int =
     """Run the selected groups and return the JSON-ready report."""
     import torch
 
+    from ptychopinn.io.host_memory import tune_host_allocator
+
     from .machine import describe
     from .targets import evaluate_targets
 
@@ -94,6 +96,9 @@ def run_suite(quick: bool = False, only: list[str] | None = None, threads: int =
         cores = os.cpu_count() or 1
     threads = threads or cores
     torch.set_num_threads(threads)
+    # The torch rows run with the allocator settings of the `ptychopinn` command (the commands
+    # rows call it in-process and would switch them on half-way otherwise): io/host_memory.py.
+    host_allocator = "glibc mmap/trim threshold 1 GiB (as the CLI)" if tune_host_allocator() else "system default"
     groups = _selected_groups(only)
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -101,6 +106,7 @@ def run_suite(quick: bool = False, only: list[str] | None = None, threads: int =
     with tempfile.TemporaryDirectory(prefix="ptychopinn_bench_") as work:
         ctx = Context(quick=quick, threads=threads, workdir=Path(work), verbose=verbose)
         machine = describe(threads)
+        machine["host_allocator"] = host_allocator
         for g in groups:
             ctx.log(f"[{g}]")
             mod = importlib.import_module(f"{__package__}.{GROUPS[g]}")

@@ -76,6 +76,9 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     v, d = _speedup(rows, [f"{c}/reconstruct/default"], f"{c}/reconstruct/tf")
     add("reconstruct_command_vs_tf", "`ptychopinn reconstruct` end to end (patterns/s) vs TF inference + reassemble_position",
         v, ">=", 1.5, d)
+    v, d = _speedup(rows, [f"{c}/reconstruct/bf16"], f"{c}/reconstruct/tf")
+    add("reconstruct_bf16_command_vs_tf", "`ptychopinn reconstruct --precision bf16` end to end vs TF inference + reassemble_position",
+        v, ">=", 4.0, d)
     v, d = _speedup(rows, [f"{c}/train_step/default"], f"{c}/train_step/deterministic")
     add("deterministic_step_overhead", "`train --deterministic` step time / default step time", v, "<=", 1.3,
         d.replace("best: ", "default: ") if v is not None else d)

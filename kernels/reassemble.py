@@ -57,6 +57,8 @@ def reassemble_patches(
     P = padded_size
     rdt = _real_dtype(patches)
     dev = patches.device
+    if C == 1 and recentre and not offsets.requires_grad and not torch.onnx.is_in_onnx_export():
+        return _reassemble_single(patches, P, eps)  # the shift is exactly 0
     o = offsets.to(rdt)
     if recentre:
         # Accurate mean, then rounded to the working dtype: a float32 running sum can be off by
@@ -85,3 +87,24 @@ def reassemble_patches(
     ax = (tx @ m).transpose(1, 2)
     den = ay @ ax.transpose(-1, -2) + eps
     return num / den
+
+
+def _reassemble_single(patches: torch.Tensor, padded_size: int, eps: float) -> torch.Tensor:
+    """`reassemble_patches` for one recentred patch per sample: its shift is exactly zero.
+
+    The interpolation matrices are then 0/1 selections, so the general path computes
+    `pad(obj) / (pad(Mc) ⊗ pad(Mc) + eps)` exactly; this forms it directly (bit-identical for
+    finite patches, without the four `(B, P, N)` matrix products). `patches (B, 1, N, N)` → `(B, P, P)`.
+    Not taken when the offsets need a gradient or during ONNX export (the exported graph keeps
+    its `offsets` input).
+    """
+    B, _, N, _ = patches.shape
+    lo = (padded_size - N) // 2
+    rdt = _real_dtype(patches)
+    m = torch.zeros(padded_size, dtype=rdt, device=patches.device)
+    m[lo + N // 4 : lo + 3 * N // 4] = 1
+    den = m[:, None] * m[None, :] + eps
+    num = patches.new_zeros(B, padded_size, padded_size)
+    num[:, lo : lo + N, lo : lo + N] = patches[:, 0]
+    return num / den
+

@@ -45,14 +45,17 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
 from ptychopinn.data.badpixels import BadPixelFill
-from ptychopinn.data.detector import UNITS, DetectorTransform
+from ptychopinn.data.detector import DetectorTransform
 from ptychopinn.data.normalize import block_energy, factor_from_energy
+from ptychopinn.data.sources import HDF5FileSource
+from ptychopinn.data.validation import bad_pixel_mask, declared_units, resolve_units
 from ptychopinn.errors import ConfigError, DataError
+from ptychopinn.io.outputs import has_matplotlib, write_reconstruction_dir
 from ptychopinn.reconstruct import geometry
 
 from . import stitch_np
@@ -129,42 +132,18 @@ def _file_metadata(f: Any) -> dict[str, Any]:
 
 
 def frame_rule(f: Any, label: str, N: int, option: str | None) -> tuple[bool, np.ndarray | None]:
-    """(counts, bad_pixels (N, N) bool or None) as `data.load_scan` resolves them: the explicit
-    `--diffraction-units` > the file's `diffraction_units` (key, root attribute, `_metadata`) >
-    the dtype (integers are counts); `bad_pixels` (N, N) bool, True = not measured."""
-    found: dict[str, str] = {}
-    if "diffraction_units" in f:
-        found["key 'diffraction_units'"] = _text_value(f["diffraction_units"][()])
-    if "diffraction_units" in f.attrs:
-        found["attribute 'diffraction_units'"] = _text_value(f.attrs["diffraction_units"])
+    """(counts, bad_pixels (N, N) bool or None) with `data.load_scan`'s rules (`data.validation`):
+    the explicit `--diffraction-units` > the file's `diffraction_units` (key, root attribute,
+    `_metadata`) > the dtype (integers are counts), with the batch run's one-line warning when the
+    flag contradicts the file; `bad_pixels` (N, N) bool, True = not measured. `f`: the open
+    (SWMR) `h5py.File`."""
+    src = HDF5FileSource(Path(f.filename), mmap=False, file=f, label=label)
     meta = _file_metadata(f)
-    if "diffraction_units" in meta:
-        found["key '_metadata.diffraction_units'"] = str(meta["diffraction_units"])
-    for where, value in found.items():
-        if value not in UNITS:
-            raise DataError(f"{label}: {where} is {value!r}, expected 'counts' or 'amplitude'")
-    if len(set(found.values())) > 1:
-        raise DataError(f"{label}: {' and '.join(f'{w}={v!r}' for w, v in found.items())} disagree")
-    if str(meta.get("position_units", "px")) not in ("px", "pixels"):
+    declared, where = declared_units(src, meta, label)
+    if str(meta.get("position_units", "px")) != "px":  # as load_scan: "px" (default) or "m"
         raise DataError(f"{label}: _metadata.position_units = {meta['position_units']!r}; --follow needs positions in object pixels")
-    if option is not None:
-        if option not in UNITS:
-            raise ConfigError(f"--diffraction-units: expected counts or amplitude, got {option!r}")
-        units = option
-    elif found:
-        units = next(iter(found.values()))
-    else:
-        units = "counts" if f["diffraction"].dtype.kind in "iub" else "amplitude"
-    bad = None
-    if "bad_pixels" in f:
-        ds = f["bad_pixels"]
-        if ds.shape != (N, N) or ds.dtype.kind != "b":
-            raise DataError(f"{label}: key 'bad_pixels' has shape {ds.shape} {ds.dtype}, expected (N, N) = ({N}, {N}) bool (True = not measured)")
-        bad = np.ascontiguousarray(ds[()], dtype=bool)
-        if bad.all():
-            raise DataError(f"{label}: key 'bad_pixels' flags all {N}x{N} pixels, expected at least one measured pixel")
-        bad = bad if bad.any() else None
-    return units == "counts", bad
+    units = resolve_units(label, f["diffraction"].dtype, declared, where, option)
+    return units == "counts", bad_pixel_mask(src, label, N)
 
 
 class LiveScan:
@@ -488,28 +467,12 @@ class FollowResult:
 # -- outputs -----------------------------------------------------------------------------------
 def write_follow_outputs(out_dir: Path, obj: np.ndarray, weight: np.ndarray, meta: dict[str, Any], *,
                          formats: Sequence[str], images: bool) -> dict[str, str]:
-    """reconstruction.npz/.h5 (+ PNGs) into `out_dir`, replaced as a whole (atomic directory):
-    a reader sees the previous complete update or this one, never a partial file."""
-    from ptychopinn.io.atomic import atomic_directory
-    from ptychopinn.io.outputs import save_images, save_reconstruction
-
-    written: dict[str, Path] = {}
-    with atomic_directory(out_dir) as tmp:
-        written.update(save_reconstruction(tmp, obj, metadata=meta, formats=tuple(formats)))
-        if images and _has_matplotlib():
-            box = geometry.covered_box(weight)
-            r0, r1, c0, c1 = box if box is not None else (0, obj.shape[0], 0, obj.shape[1])
-            written.update(save_images(tmp, obj[r0:r1, c0:c1]))
-    return {k: str(out_dir / Path(p).name) for k, p in written.items()}
-
-
-def _has_matplotlib() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("matplotlib") is not None
-    except (ImportError, ValueError):
-        return False
+    """reconstruction.npz/.h5 (+ PNGs of the covered region, when matplotlib is installed: no
+    warning at every update) into `out_dir`, replaced as a whole (`io.outputs.write_reconstruction_dir`,
+    the one writer): a reader sees the previous complete update or this one, never a partial file."""
+    box = geometry.covered_box(weight)
+    box = box if box is not None else (0, obj.shape[0], 0, obj.shape[1])
+    return write_reconstruction_dir(out_dir, obj, meta, image_box=box, formats=tuple(formats), images=images and has_matplotlib())
 
 
 # -- the engine --------------------------------------------------------------------------------
@@ -532,6 +495,243 @@ def _factor(energy_sum: float, occurrences: int, N: int, label: str) -> float:
         return float(factor_from_energy(energy_sum, max(occurrences, 1), N))
     except DataError as exc:
         raise DataError(f"{label}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _FollowOptions:
+    """`follow`'s run options (meanings in its docstring)."""
+
+    batch_size: int
+    update_every: float
+    idle_timeout: float
+    poll: float
+    norm_frames: int
+    norm_factor: float | None
+    final_pass: bool
+    formats: Sequence[str]
+    images: bool
+    on_update: Callable[[FollowStats], None] | None
+
+
+def _check_follow_args(model: FollowModel, out_dir: str | os.PathLike | None, overwrite: bool, o: _FollowOptions) -> None:
+    """`follow`'s ConfigErrors, first failing check first, before any wait for the file."""
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir), overwrite)
+    if o.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {o.batch_size}")
+    if o.norm_frames < 1:
+        raise ConfigError(f"norm_frames must be >= 1, got {o.norm_frames}")
+    if o.update_every < 0 or o.idle_timeout <= 0 or o.poll <= 0:
+        raise ConfigError(f"update_every must be >= 0 and idle_timeout, poll > 0 s, got {o.update_every}, {o.idle_timeout}, {o.poll}")
+    if o.norm_factor is not None and not (np.isfinite(o.norm_factor) and o.norm_factor > 0):
+        raise ConfigError(f"norm_factor must be a positive finite number, got {o.norm_factor}")
+    if model.gridsize != 1:
+        raise ConfigError(f"--follow reconstructs gridsize-1 models only (this model has gridsize {model.gridsize}: its groups "
+                          "need each frame's neighbours over the whole scan); run the batch command on the finished file")
+
+
+class _Follower:
+    """One `follow` run on an open `LiveScan`: `step()` is one poll of the polling loop, `result()`
+    the end (final pass, last write). Frames [0, cursor) are stitched into `canvas`, each once."""
+
+    def __init__(self, model: FollowModel, scan: LiveScan, out: Path | None, o: _FollowOptions) -> None:
+        self.model, self.scan, self.out, self.o = model, scan, out, o
+        self.label = scan.label
+        self.valid = None if scan.bad_pixels is None else ~scan.bad_pixels
+        self.fill = None if scan.bad_pixels is None else BadPixelFill(scan.bad_pixels)
+        if scan.N != model.N:
+            raise DataError(f"{self.label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={model.N}")
+        self.weights = geometry.patch_weights(scan.probe, model.crop, model.weight)
+        self.canvas = GrowingCanvas(model.crop, self.weights)
+        self.stats = FollowStats()
+        self.offsets0 = np.zeros((o.batch_size, 1, 2), np.float32)
+        self.cursor = 0  # frames [0, cursor) are stitched, each exactly once
+        self.energy_sum = 0.0
+        self.provisional: float | None = None if o.norm_factor is None else float(np.float32(o.norm_factor))
+        self.scale: np.float32 | None = None if self.provisional is None else _scale(self.provisional, model.intensity_scale)
+        self.pending_ts: list[np.ndarray] = []  # write (or read) times of frames stitched since the last output
+        self.last_new, self.last_avail = time.monotonic(), 0
+        self.last_publish = time.monotonic()
+        self.last_complete_check = 0.0
+        self.complete = False
+        self.t_first: float | None = None
+        self.stats.latency_source = "write->canvas" if scan.timestamp is not None else "read->canvas"
+
+    # -- the polling loop ----------------------------------------------------------------------
+    def step(self) -> bool:
+        """One poll: refresh, fix the provisional f, stitch one batch or wait, publish when due.
+        False when the scan has ended (`stats.ended_by` says how)."""
+        try:
+            avail, seen = self.scan.available()
+        except (_NotReady, OSError, RuntimeError) as exc:  # the writer is mid-flush: retry
+            log.debug("refresh failed (%s); retrying", exc)
+            time.sleep(self.o.poll)
+            return True
+        self.stats.frames_seen = max(self.stats.frames_seen, seen)
+        if avail > self.last_avail:
+            self.last_new, self.last_avail = time.monotonic(), avail
+        idle = time.monotonic() - self.last_new >= self.o.idle_timeout
+        if self.scale is None and avail > 0 and (avail >= self.o.norm_frames or self.complete or idle):
+            try:
+                self._fix_provisional_factor(avail)
+            except (_NotReady, OSError) as exc:  # a short read mid-flush: retry, as for the batches
+                log.debug("reading the normalisation frames failed (%s); retrying", exc)
+                time.sleep(self.o.poll)
+                return True
+        if self.scale is not None and avail > self.cursor:
+            if not self._stitch_next_batch(avail):
+                return True
+        else:
+            state = self._wait_or_finish(idle)
+            if state == "end":
+                return False
+            if state == "complete":  # drain what the fresh handle sees before ending
+                return True
+        self._maybe_publish()
+        return True
+
+    def _fix_provisional_factor(self, avail: int) -> None:
+        """The provisional f (and input scale) from the first `norm_frames` frames (all available
+        ones when the scan ended or went idle first), read from the file in batches."""
+        n0, bs = min(avail, self.o.norm_frames), self.o.batch_size
+        e = 0.0
+        for s in range(0, n0, bs):
+            e += float(block_energy(self.scan.read(s, min(s + bs, n0))[0], self.valid).sum())
+        self.provisional = _factor(e, n0, self.model.N, self.label)
+        self.scale = _scale(self.provisional, self.model.intensity_scale)
+
+    def _stitch_next_batch(self, avail: int) -> bool:
+        """Read, check and stitch frames [cursor, cursor + batch); False (after a poll's sleep)
+        when the read failed and must be retried."""
+        assert self.scale is not None
+        stats, start = self.stats, self.cursor
+        stop = min(avail, start + self.o.batch_size)
+        try:
+            frames, xy, ts = self.scan.read(start, stop)
+        except (_NotReady, OSError):
+            time.sleep(self.o.poll)
+            return False
+        if self.t_first is None:
+            self.t_first = time.perf_counter()
+        stats.max_frames_in_memory = max(stats.max_frames_in_memory, frames.shape[0])
+        stats.max_backlog = max(stats.max_backlog, avail - start)
+        _check_frames(self.label, frames, start)
+        _check_positions(self.label, xy, start)
+        self.energy_sum += float(block_energy(frames, self.valid).sum())
+        self._run_batch(frames, xy, self.scale)
+        self.pending_ts.append(ts if ts is not None else np.full(frames.shape[0], time.time()))
+        self.cursor = stop
+        stats.frames = stop
+        stats.batches += 1
+        stats.live_s = time.perf_counter() - self.t_first
+        self.last_new = time.monotonic()  # busy with a backlog is not idle
+        return True
+
+    def _wait_or_finish(self, idle: bool) -> Literal["end", "complete", "waited"]:
+        """Nothing to stitch: "end" once `scan_complete` was seen and drained, or on idle timeout;
+        "complete" when the attribute has just been seen (poll again at once); else sleep a poll."""
+        now = time.monotonic()
+        if self.complete:  # attribute seen and the fresh handle is drained
+            self.stats.ended_by = "scan_complete"
+            return "end"
+        if idle or now - self.last_complete_check >= 5 * self.o.poll:
+            self.last_complete_check = now
+            if self.scan.complete():  # the fresh handle sees every frame flushed before the attribute
+                self.complete = True
+                return "complete"
+        if idle:
+            self.stats.ended_by = f"idle timeout ({self.o.idle_timeout:g} s without a new frame)"
+            return "end"
+        time.sleep(self.o.poll)
+        return "waited"
+
+    def _maybe_publish(self) -> None:
+        """Write the live canvas (provisional f) when frames are pending and `update_every` s passed."""
+        if self.pending_ts and (time.monotonic() - self.last_publish >= self.o.update_every):
+            assert self.provisional is not None
+            self._publish(self.provisional, final=False)
+            self._add_latency()
+            self.last_publish = time.monotonic()
+
+    # -- stitching and writing -----------------------------------------------------------------
+    def _run_batch(self, frames: np.ndarray, xy: np.ndarray, scale: np.float32) -> None:
+        """predict(frames · scale) -> central crops splatted into `canvas` at `xy (n, 2)` [x, y]."""
+        if self.fill is not None:  # as the batch runners: bad pixels filled at the input, not in f
+            frames = self.fill(frames)
+        x = frames[:, None] * scale
+        t = time.perf_counter()
+        patches = np.asarray(self.model.predict(np.ascontiguousarray(x), self.offsets0[: frames.shape[0]]), np.complex64)
+        self.stats.inference_s += time.perf_counter() - t
+        self.canvas.add(np.ascontiguousarray(geometry.centre_crop(patches, self.model.crop)), xy)
+
+    def _add_latency(self) -> None:
+        """Count the latency of every pending frame up to now (it is in the written canvas)."""
+        self.stats.latency.add(time.time() - np.concatenate(self.pending_ts))
+        self.pending_ts.clear()
+
+    def _meta(self, f: float, final: bool) -> dict[str, Any]:
+        m = self.model
+        return {"stitch": "barycentric", "crop": m.crop, "n_groups": self.canvas.n, "normalization_factor": f,
+                "intensity_scale": float(m.intensity_scale), "model": m.label, "scan": str(self.scan.path),
+                "frame": "positions - origin", "follow": {"final": final, "scan_complete": self.complete, **self.stats.as_dict()},
+                **m.extra_meta}
+
+    def _publish(self, f: float, final: bool) -> dict[str, str]:
+        """Write `canvas` with factor f into `out` (nothing without `out` or a frame); the paths."""
+        cv, shape = self.canvas, self.scan.object_shape
+        if self.out is None or cv.num is None:
+            return {}
+        obj, den, origin = cv.result(shape, self.model.eps)
+        m = self._meta(f, final)
+        m["origin"] = [float(origin[0]), float(origin[1])]
+        if tuple(origin) == (0.0, 0.0) and shape is not None and obj.shape == shape:
+            m["frame"] = "objectGuess"
+        paths = write_follow_outputs(self.out, obj, den, m, formats=self.o.formats, images=self.o.images)
+        self.stats.updates += 1
+        if self.o.on_update is not None:
+            self.o.on_update(self.stats)
+        return paths
+
+    # -- the end -------------------------------------------------------------------------------
+    def _final_pass(self) -> float:
+        """The final f. When float32(f · s) differs from the live scale and `final_pass`, every
+        frame is re-read from the file and re-stitched with it into a fresh `canvas`."""
+        assert self.provisional is not None and self.scale is not None
+        o, cursor = self.o, self.cursor
+        final_f = self.provisional if o.norm_factor is not None else _factor(self.energy_sum, cursor, self.model.N, self.label)
+        if o.final_pass and _scale(final_f, self.model.intensity_scale) != self.scale:
+            # the network is nonlinear in its input: re-run every frame with the final scale
+            if self.pending_ts:  # show the complete provisional picture while the final pass runs
+                self._publish(self.provisional, final=False)
+                self._add_latency()
+            self.stats.final_pass = True
+            self.canvas = GrowingCanvas(self.model.crop, self.weights)  # frees the live accumulators
+            fscale = _scale(final_f, self.model.intensity_scale)
+            for s in range(0, cursor, o.batch_size):
+                frames, xy, _ = self.scan.read(s, min(s + o.batch_size, cursor))
+                self._run_batch(frames, xy, fscale)
+        elif not o.final_pass:
+            final_f = self.provisional
+        return final_f
+
+    def result(self, t0: float) -> FollowResult:
+        """After the loop: the final pass when needed, the final write, the result (`t0`: the
+        `time.perf_counter()` at the call of `follow`, for `stats.total_s`)."""
+        stats, cursor, label = self.stats, self.cursor, self.label
+        stats.regrows = self.canvas.regrows
+        if cursor == 0:
+            raise DataError(f"{label}: no frame with both diffraction and positions arrived ({stats.ended_by})")
+        if seen_without_positions := stats.frames_seen - cursor:
+            log.warning("%s: %d frames have no positions yet; reconstructed the %d that do", label, seen_without_positions, cursor)
+        final_f = self._final_pass()
+        assert self.provisional is not None
+        obj, den, origin = self.canvas.result(self.scan.object_shape, self.model.eps)
+        paths = self._publish(final_f, final=True)
+        if self.pending_ts:
+            self._add_latency()
+        stats.total_s = time.perf_counter() - t0
+        return FollowResult(object=obj, weight=den, origin=(float(origin[0]), float(origin[1])), normalization_factor=final_f,
+                            provisional_factor=self.provisional, stats=stats, paths=paths)
 
 
 def follow(
@@ -566,165 +766,16 @@ def follow(
     at every update.
     """
     t0 = time.perf_counter()
-    if out_dir is not None:
-        _check_out_dir(Path(out_dir), overwrite)
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if norm_frames < 1:
-        raise ConfigError(f"norm_frames must be >= 1, got {norm_frames}")
-    if update_every < 0 or idle_timeout <= 0 or poll <= 0:
-        raise ConfigError(f"update_every must be >= 0 and idle_timeout, poll > 0 s, got {update_every}, {idle_timeout}, {poll}")
-    if norm_factor is not None and not (np.isfinite(norm_factor) and norm_factor > 0):
-        raise ConfigError(f"norm_factor must be a positive finite number, got {norm_factor}")
-    if model.gridsize != 1:
-        raise ConfigError(f"--follow reconstructs gridsize-1 models only (this model has gridsize {model.gridsize}: its groups "
-                          "need each frame's neighbours over the whole scan); run the batch command on the finished file")
+    opts = _FollowOptions(batch_size=batch_size, update_every=update_every, idle_timeout=idle_timeout, poll=poll,
+                          norm_frames=norm_frames, norm_factor=norm_factor, final_pass=final_pass, formats=formats,
+                          images=images, on_update=on_update)
+    _check_follow_args(model, out_dir, overwrite, opts)
     scan = LiveScan(path, timeout=idle_timeout, poll=poll, diffraction_units=diffraction_units)
-    label = scan.label
-    valid = None if scan.bad_pixels is None else ~scan.bad_pixels
-    fill = None if scan.bad_pixels is None else BadPixelFill(scan.bad_pixels)
-    N = model.N
-    if scan.N != N:
-        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}")
-    weights = geometry.patch_weights(scan.probe, model.crop, model.weight)
-    canvas = GrowingCanvas(model.crop, weights)
-    stats = FollowStats()
-    out = None if out_dir is None else Path(out_dir)
-    offsets0 = np.zeros((batch_size, 1, 2), np.float32)
-
-    def run_batch(cv: GrowingCanvas, frames: np.ndarray, xy: np.ndarray, scale: np.float32) -> None:
-        if fill is not None:  # as the batch runners: bad pixels filled at the input, not in f
-            frames = fill(frames)
-        x = frames[:, None] * scale
-        t = time.perf_counter()
-        patches = np.asarray(model.predict(np.ascontiguousarray(x), offsets0[: frames.shape[0]]), np.complex64)
-        stats.inference_s += time.perf_counter() - t
-        cv.add(np.ascontiguousarray(geometry.centre_crop(patches, model.crop)), xy)
-
-    def meta(f: float, final: bool, complete: bool) -> dict[str, Any]:
-        return {"stitch": "barycentric", "crop": model.crop, "n_groups": canvas.n, "normalization_factor": f,
-                "intensity_scale": float(model.intensity_scale), "model": model.label, "scan": str(scan.path),
-                "frame": "positions - origin", "follow": {"final": final, "scan_complete": complete, **stats.as_dict()},
-                **model.extra_meta}
-
-    def publish(cv: GrowingCanvas, f: float, final: bool, complete: bool) -> dict[str, str]:
-        if out is None or cv.num is None:
-            return {}
-        obj, den, origin = cv.result(scan.object_shape, model.eps)
-        m = meta(f, final, complete)
-        m["origin"] = [float(origin[0]), float(origin[1])]
-        if tuple(origin) == (0.0, 0.0) and scan.object_shape is not None and obj.shape == scan.object_shape:
-            m["frame"] = "objectGuess"
-        paths = write_follow_outputs(out, obj, den, m, formats=formats, images=images)
-        stats.updates += 1
-        if on_update is not None:
-            on_update(stats)
-        return paths
-
-    cursor = 0  # frames [0, cursor) are stitched, each exactly once
-    energy_sum = 0.0
-    provisional: float | None = None if norm_factor is None else float(np.float32(norm_factor))
-    scale: np.float32 | None = None if provisional is None else _scale(provisional, model.intensity_scale)
-    pending_ts: list[np.ndarray] = []  # write (or read) times of frames stitched since the last output
-    last_new, last_avail = time.monotonic(), 0
-    last_publish = time.monotonic()
-    last_complete_check = 0.0
-    complete = False
-    t_first: float | None = None
-    stats.latency_source = "write->canvas" if scan.timestamp is not None else "read->canvas"
-    try:
-        while True:
-            try:
-                avail, seen = scan.available()
-            except (_NotReady, OSError, RuntimeError) as exc:  # the writer is mid-flush: retry
-                log.debug("refresh failed (%s); retrying", exc)
-                time.sleep(poll)
-                continue
-            stats.frames_seen = max(stats.frames_seen, seen)
-            if avail > last_avail:
-                last_new, last_avail = time.monotonic(), avail
-            idle = time.monotonic() - last_new >= idle_timeout
-            if scale is None and avail > 0 and (avail >= norm_frames or complete or idle):
-                n0 = min(avail, norm_frames)
-                e = 0.0
-                for s in range(0, n0, batch_size):
-                    e += float(block_energy(scan.read(s, min(s + batch_size, n0))[0], valid).sum())
-                provisional = _factor(e, n0, N, label)
-                scale = _scale(provisional, model.intensity_scale)
-            if scale is not None and avail > cursor:
-                stop = min(avail, cursor + batch_size)
-                try:
-                    frames, xy, ts = scan.read(cursor, stop)
-                except (_NotReady, OSError):
-                    time.sleep(poll)
-                    continue
-                if t_first is None:
-                    t_first = time.perf_counter()
-                stats.max_frames_in_memory = max(stats.max_frames_in_memory, frames.shape[0])
-                stats.max_backlog = max(stats.max_backlog, avail - cursor)
-                _check_frames(label, frames, cursor)
-                _check_positions(label, xy, cursor)
-                energy_sum += float(block_energy(frames, valid).sum())
-                run_batch(canvas, frames, xy, scale)
-                pending_ts.append(ts if ts is not None else np.full(frames.shape[0], time.time()))
-                cursor = stop
-                stats.frames = cursor
-                stats.batches += 1
-                stats.live_s = time.perf_counter() - t_first
-                last_new = time.monotonic()  # busy with a backlog is not idle
-                del frames
-            else:
-                now = time.monotonic()
-                if complete:  # attribute seen and the fresh handle is drained
-                    stats.ended_by = "scan_complete"
-                    break
-                if idle or now - last_complete_check >= 5 * poll:
-                    last_complete_check = now
-                    if scan.complete():  # the fresh handle sees every frame flushed before the attribute
-                        complete = True
-                        continue
-                if idle:
-                    stats.ended_by = f"idle timeout ({idle_timeout:g} s without a new frame)"
-                    break
-                time.sleep(poll)
-            if pending_ts and (time.monotonic() - last_publish >= update_every):
-                assert provisional is not None
-                publish(canvas, provisional, False, complete)
-                t_pub = time.time()
-                stats.latency.add(t_pub - np.concatenate(pending_ts))
-                pending_ts.clear()
-                last_publish = time.monotonic()
-        stats.regrows = canvas.regrows
-        if cursor == 0:
-            raise DataError(f"{label}: no frame with both diffraction and positions arrived ({stats.ended_by})")
-        if seen_without_positions := stats.frames_seen - cursor:
-            log.warning("%s: %d frames have no positions yet; reconstructed the %d that do", label, seen_without_positions, cursor)
-        assert provisional is not None and scale is not None
-        final_f = provisional if norm_factor is not None else _factor(energy_sum, cursor, N, label)
-        final_canvas = canvas
-        if final_pass and _scale(final_f, model.intensity_scale) != scale:
-            # the network is nonlinear in its input: re-run every frame with the final scale
-            if pending_ts:  # show the complete provisional picture while the final pass runs
-                publish(canvas, provisional, False, complete)
-                stats.latency.add(time.time() - np.concatenate(pending_ts))
-                pending_ts.clear()
-            stats.final_pass = True
-            final_canvas = GrowingCanvas(model.crop, weights)
-            canvas = None  # type: ignore[assignment]  # free the live accumulators
-            fscale = _scale(final_f, model.intensity_scale)
-            for s in range(0, cursor, batch_size):
-                frames, xy, _ = scan.read(s, min(s + batch_size, cursor))
-                run_batch(final_canvas, frames, xy, fscale)
-            canvas = final_canvas
-        elif not final_pass:
-            final_f = provisional
-        obj, den, origin = final_canvas.result(scan.object_shape, model.eps)
-        paths = publish(final_canvas, final_f, True, complete)
-        if pending_ts:
-            stats.latency.add(time.time() - np.concatenate(pending_ts))
-        stats.total_s = time.perf_counter() - t0
-        return FollowResult(object=obj, weight=den, origin=(float(origin[0]), float(origin[1])), normalization_factor=final_f,
-                            provisional_factor=provisional, stats=stats, paths=paths)
+    try:  # the SWMR handle is closed on every exit, also when the set-up checks fail
+        follower = _Follower(model, scan, None if out_dir is None else Path(out_dir), opts)
+        while follower.step():
+            pass
+        return follower.result(t0)
     finally:
         scan.close()
 

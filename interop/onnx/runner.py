@@ -30,6 +30,7 @@ import numpy as np
 
 from ptychopinn.errors import ConfigError, DataError, PtychoPINNError
 from ptychopinn.io.extras import is_missing_extra, missing_extra_message
+from ptychopinn.io.outputs import write_reconstruction_dir
 
 from ptychopinn.reconstruct import geometry
 
@@ -233,11 +234,8 @@ def write_outputs(
     rec: OnnxReconstruction, out_dir: Path, *, model: Path, label: str, formats: Sequence[str], images: bool, overwrite: bool = True
 ) -> dict[str, str]:
     """reconstruction.npz/.h5 (+ amplitude.png, phase.png of the covered region) into `out_dir`,
-    replaced atomically (the folder appears complete or not at all); returns {name: final path}.
-    overwrite=False: a non-empty `out_dir` is left untouched (ConfigError)."""
-    from ptychopinn.io.atomic import atomic_directory
-    from ptychopinn.io.outputs import NO_MATPLOTLIB, save_images, save_reconstruction
-
+    replaced atomically (`io.outputs.write_reconstruction_dir`, the core's writer); returns
+    {name: final path}. overwrite=False: a non-empty `out_dir` is left untouched (ConfigError)."""
     meta = {
         "stitch": "barycentric",
         "crop": rec.crop,
@@ -250,16 +248,10 @@ def write_outputs(
         "scan": label,
         "providers": rec.providers,
     }
-    written: dict[str, Path] = {}
-    with atomic_directory(out_dir, replace=overwrite) as tmp:
-        written.update(save_reconstruction(tmp, rec.object, metadata=meta, formats=tuple(formats)))
-        if images and not _installed("matplotlib"):
-            log.warning(NO_MATPLOTLIB + "; --no-images skips them")
-        elif images:
-            box = geometry.covered_box(rec.weight)
-            r0, r1, c0, c1 = box if box is not None else (0, rec.object.shape[0], 0, rec.object.shape[1])
-            written.update(save_images(tmp, rec.object[r0:r1, c0:c1]))
-    return {k: str(out_dir / Path(p).name) for k, p in written.items()}
+    box = geometry.covered_box(rec.weight)
+    box = box if box is not None else (0, rec.object.shape[0], 0, rec.object.shape[1])
+    return write_reconstruction_dir(out_dir, rec.object, meta, image_box=box, formats=tuple(formats), images=images,
+                                    no_images_hint="; --no-images skips them", overwrite=overwrite)
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -319,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not formats or any(f not in ("npz", "h5") for f in formats):
             raise ConfigError(f"--format must list npz and/or h5, got {args.format!r}")
         from ptychopinn.messages import one_line_warnings
-        from ptychopinn.data.scan import load_options_from_flags
+        from ptychopinn.data.options import load_options_from_flags
 
         one_line_warnings("ptychopinn-onnx")
         load = load_options_from_flags(args.diffraction_units, args.pixel_size, args.crop_detector, args.bin)

@@ -245,8 +245,10 @@ def read_layer_weights(index: bytes, shards: list[bytes], where: str,
         if "kernel" in vars_:
             for var in ("kernel", "bias"):
                 if var in vars_:
-                    # ignored below: read_tensor is None for a DT_STRING entry, which a kernel/bias never is in a Keras bundle
-                    weights.append((f"{prefix}/{var}", read_tensor(entries[vars_[var]], shards, vars_[var], where, verify)))  # type: ignore[arg-type]
+                    arr = read_tensor(entries[vars_[var]], shards, vars_[var], where, verify)
+                    if arr is None:  # a DT_STRING entry: never a Keras kernel/bias
+                        raise ModelFormatError(f"{where}: key {vars_[var]!r} is a string tensor, expected a float {var}")
+                    weights.append((f"{prefix}/{var}", arr))
             unknown = sorted(set(vars_) - {"kernel", "bias"})
             if unknown:
                 raise ModelFormatError(f"{where}: {prefix} has unexpected variables {unknown} beside kernel/bias")

@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--n-groups", default=None, metavar="K", help="groups to use (default: one per scan position)")
     a("--seed", default=None, metavar="S", help=f"grouping seed (default {INFERENCE_SEED}, the inference seed; native models)")
     a("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, mps")
+    a("--precision", default="float32", metavar="P",
+      help="network precision: float32 (default) or bf16 (bfloat16 autocast: AMX/AVX512-BF16 CPUs, CUDA; stitching stays float32)")
     a("--quiet", action="store_true", default=False, help="no progress bar")
     # live reconstruction of an HDF5 scan being written (docs/beamline.md)
     a("--follow", action="store_true", default=False, help="follow an HDF5 scan that is being written (SWMR) until scan_complete or --idle-timeout")
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=bool(args.overwrite),
             frc_halves=bool(args.frc_halves),
             load=load_options(args) if product_plan is None else None,  # a planned product: its scan is loaded already
+            precision=str(args.precision),
         )
     if not main:
         return 0
@@ -126,6 +129,8 @@ def _follow(args: argparse.Namespace, model, data_path, out, crop, batch_size) -
 
     if str(args.stitch) != "barycentric" or args.n_groups is not None:
         raise ConfigError("--follow: barycentric stitching of every frame only (no --stitch tf, no --n-groups)")
+    if str(args.precision) != "float32":
+        raise ConfigError("--follow: --precision float32 only (the live predictor runs the network in float32)")
     load = load_options(args)
     if load.pixel_size is not None or load.crop_detector or load.crop is not None or load.bin != 1:
         raise ConfigError("--follow: --pixel-size, --crop-detector and --bin are not supported (they need the whole scan)")

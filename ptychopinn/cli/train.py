@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--nll-weight", metavar="W", help="weight of the Poisson NLL term (default 1)")
     a("--device", metavar="DEV", help="auto (default: CUDA when present), cpu, cuda, cuda:1, mps")
     a("--amp", metavar="MODE", help="mixed precision: none (default), bf16 or fp16 (GPU)")
+    a("--precision", metavar="P", help="float32 (default) or bf16: the same as --amp none / --amp bf16 (the reconstruct flag's name)")
     a("--num-workers", metavar="W", help="DataLoader worker processes (default 0)")
     a("--exact-gradients", metavar="MODE",
       help="float64 master weights: the same model for any thread or process count; auto (default) = on only with --deterministic")
@@ -84,7 +85,7 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_options(args: argparse.Namespace) -> Any:
     """`data.LoadOptions` from the parsed load flags (and one-line warnings for the run)."""
-    from ..data.scan import load_options_from_flags
+    from ..data.options import load_options_from_flags
 
     one_line_warnings()
     return load_options_from_flags(
@@ -228,7 +229,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Any, Any, Any]:
             "deterministic": args.deterministic,
             "device": None if args.device is None else str(args.device),
             "compile": args.compile,
-            "amp": None if args.amp is None else str(args.amp),
+            "amp": _amp(args),
             "num_workers": _opt("num-workers", args.num_workers, int),
             "exact_gradients": None if args.exact_gradients is None else str(args.exact_gradients),
             "scheduler": None if args.scheduler is None else str(args.scheduler),
@@ -282,3 +283,17 @@ def run(args: argparse.Namespace) -> int:
         + f"; metrics in {out / 'metrics.jsonl'})"
     )
     return 0
+
+
+def _amp(args: argparse.Namespace) -> str | None:
+    """--amp, or --precision spelled as an AMP mode (both given: they must agree)."""
+    precision = getattr(args, "precision", None)
+    if precision is None:
+        return None if args.amp is None else str(args.amp)
+    as_amp = {"float32": "none", "bf16": "bf16"}.get(str(precision))
+    if as_amp is None:
+        raise ConfigError(f"--precision: expected float32 or bf16, got {precision!r}")
+    if args.amp is not None and str(args.amp) != as_amp:
+        raise ConfigError(f"--precision {precision} contradicts --amp {args.amp}")
+    return as_amp
+

@@ -10,11 +10,12 @@ from ptychopinn._lazy import lazy_exports
 
 _LAZY = {
     "Scan": "scan",
-    "LoadOptions": "scan",
+    "LoadOptions": "options",
+    "load_options_from_flags": "options",
     "load_scan": "scan",
     "make_scan": "scan",
-    "save_scan": "scan",
-    "save_scan_h5": "scan",
+    "save_scan": "writers",
+    "save_scan_h5": "writers",
     "LazyArray": "lazy",
     "Groups": "grouping",
     "group_scan": "grouping",

@@ -4,9 +4,12 @@
                          _metadata: JSON string (0-d unicode array, loads with allow_pickle=False)
     reconstruction.h5    datasets object (complex64), amplitude, phase; attrs: metadata_json and
                          each scalar/string metadata entry
-    amplitude.png, phase.png (+ error_map.png when the truth is given)
+    amplitude.png, phase.png (+ comparison.png, error_map.png when the truth is given)
+    metrics.json, refinement.npz, frc_halves.png (`write_reconstruction_dir`, when given)
 
-No torch here: arrays are numpy. matplotlib is optional and imported only by `save_images`.
+`write_reconstruction_dir` is the one writer of a reconstruction folder, shared by
+`ptychopinn.reconstruct` and the torch-free ONNX runner (each passes its own metadata).
+No torch here: arrays are numpy. matplotlib is optional and imported only by the PNG writers.
 """
 from __future__ import annotations
 
@@ -18,14 +21,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_save_npz, strict_json_dumps
+from .atomic import atomic_directory, atomic_path, atomic_save_json, atomic_save_npz, strict_json_dumps
 
 log = logging.getLogger("ptychopinn")
 
 #: the one line logged when matplotlib (the `plot` extra) is missing
 NO_MATPLOTLIB = 'matplotlib is not installed: no PNG images written (pip install "ptychopinn[plot]")'
 
-__all__ = ["save_reconstruction", "save_images", "load_reconstruction"]
+__all__ = ["save_reconstruction", "save_images", "load_reconstruction", "save_frc_plot", "write_reconstruction_dir", "has_matplotlib"]
 
 _FORMATS = ("npz", "h5")
 
@@ -195,3 +198,100 @@ def save_images(
             dpi,
         )
     return written
+
+
+def has_matplotlib() -> bool:
+    """True when matplotlib (the `plot` extra) can be imported (an import blocker counts as absent)."""
+    try:
+        import matplotlib  # noqa: F401  (optional extra: only the PNGs need it)
+    except ImportError:
+        return False
+    return True
+
+
+def save_frc_plot(path: str | os.PathLike, result: Any, *, dpi: int = 100) -> Path:
+    """`frc_halves.png`: the half-set FRC, the ½-bit and 1/7 thresholds, their crossings and,
+    with ground truth, the FRC of the full reconstruction against the truth.
+
+    result: a `reconstruct.frc_halves.HalfSetFRC` (frequencies (K,) cycles/pixel, curve (K,),
+    half_bit (K,), truth_curve (K,) or None, the crossings, region, n_positions).
+    Needs matplotlib (the `plot` extra); ModuleNotFoundError otherwise (the CLI prints one line).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional extra: only the plot needs it
+    from matplotlib.figure import Figure
+
+    from ..metrics.frc import ONE_SEVENTH  # lazy: ptychopinn.metrics imports scipy, which the ONNX runner may lack
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    f = result.frequencies[1:]  # ring 0 (DC) is meaningless after the mean is removed
+    ax.plot(f, result.curve[1:], color="C0", lw=1.8, label="half-set FRC (A vs B)")
+    ax.plot(f, result.half_bit[1:], color="C1", ls="--", lw=1.2, label="½-bit threshold")
+    ax.axhline(ONE_SEVENTH, color="C2", ls=":", lw=1.2, label="1/7 threshold")
+    if result.truth_curve is not None:
+        ax.plot(f, result.truth_curve[1:], color="C3", lw=1.2, alpha=0.8, label="full reconstruction vs truth")
+    for c, colour, name in ((result.half_bit_crossing, "C1", "½-bit"), (result.one_seventh_crossing, "C2", "1/7")):
+        if c.crossed and c.frequency > 0:
+            ax.axvline(c.frequency, color=colour, lw=0.8, alpha=0.6)
+            ax.annotate(f"{name}: {c.resolution_px:.1f} px", (c.frequency, 0.95), color=colour, fontsize=8, rotation=90,
+                        ha="right", va="top")
+    r0, r1, c0, c1 = result.region
+    ax.set_title(f"half-set FRC, {r1 - r0}x{c1 - c0} px region, {result.n_positions[0]}+{result.n_positions[1]} positions", fontsize=9)
+    ax.set_xlabel("spatial frequency (cycles / pixel)")
+    ax.set_ylabel("FRC")
+    ax.set_xlim(0, float(f[-1]))
+    ax.set_ylim(-0.2, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
+    return target
+
+
+def write_reconstruction_dir(
+    out_dir: str | os.PathLike,
+    obj: Any,
+    metadata: dict[str, Any],
+    *,
+    image_box: tuple[int, int, int, int],
+    truth: Any | None = None,
+    metrics: dict[str, Any] | None = None,
+    refinement: dict[str, np.ndarray] | None = None,
+    frc_halves: Any = None,
+    formats: Iterable[str] = _FORMATS,
+    images: bool = True,
+    no_images_hint: str = "",
+    overwrite: bool = True,
+) -> dict[str, str]:
+    """Write a reconstruction folder, replaced atomically (it appears complete or not at all).
+
+    obj: the canvas `(H, W)` complex64 -> reconstruction.npz / .h5 (`save_reconstruction`, with
+    `metadata`, formats `formats`). image_box: (row0, row1, col0, col1) of `obj` shown in
+    amplitude.png / phase.png (with `truth`, the same-shape truth region `(r1-r0, c1-c0)` complex:
+    also comparison.png and error_map.png); images=False writes no PNG; without matplotlib one
+    WARNING line (`NO_MATPLOTLIB` + `no_images_hint`) and no PNG. metrics: metrics.json (strict
+    JSON) when non-empty. refinement: arrays of refinement.npz (e.g. probe `(K, N, N)`, positions
+    `(M, 2)`, loss `(E,)`). frc_halves: a `HalfSetFRC` -> frc_halves.png (`save_frc_plot`).
+    overwrite=False: a non-empty `out_dir` is left untouched (ConfigError).
+    Returns {name: final path} (npz, h5, amplitude, phase, comparison, error_map, refinement,
+    metrics, frc_halves: those written).
+    """
+    out = Path(out_dir)
+    r0, r1, c0, c1 = image_box
+    written: dict[str, Path] = {}
+    with atomic_directory(out, replace=overwrite) as tmp:
+        written.update(save_reconstruction(tmp, obj, metadata=metadata, formats=formats))
+        if refinement is not None:
+            written["refinement"] = atomic_save_npz(tmp / "refinement.npz", **refinement)
+        if images and not has_matplotlib():
+            log.warning(NO_MATPLOTLIB + no_images_hint)
+        elif images:
+            written.update(save_images(tmp, _as_object(obj)[r0:r1, c0:c1], truth=truth))
+        if metrics:
+            written["metrics"] = atomic_save_json(tmp / "metrics.json", metrics)
+        if frc_halves is not None:
+            written["frc_halves"] = save_frc_plot(tmp / "frc_halves.png", frc_halves)
+    return {k: str(out / Path(p).name) for k, p in written.items()}

@@ -51,7 +51,10 @@ class _ConvPair(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.resample(F.relu(self.conv2(F.relu(self.conv1(x)))))
+        # Without autograd (inference) the ReLUs overwrite the fresh convolution outputs in
+        # place: same values, one activation buffer less per layer.
+        inplace = not torch.is_grad_enabled()
+        return self.resample(F.relu(self.conv2(F.relu(self.conv1(x), inplace=inplace)), inplace=inplace))
 
 
 class ConvPoolBlock(_ConvPair):

@@ -35,6 +35,7 @@ from ..metrics import evaluate
 from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 from .stitchers import get_stitcher
 from .finetune import finetune as run_finetune
+from .outputs import write_outputs
 from .refine import refine_stitched
 
 log = logging.getLogger("ptychopinn")
@@ -108,6 +109,9 @@ def load_any_model(model: Any, device: torch.device) -> tuple[Any, dict[str, Any
     return _load_path(model, device)
 
 
+#: network precisions of `reconstruct(precision=...)` / `ptychopinn reconstruct --precision`
+PRECISIONS = ("float32", "bf16")
+
 # -- canvas geometry ------------------------------------------------------------------------
 
 # -- main entry -----------------------------------------------------------------------------
@@ -129,6 +133,7 @@ def reconstruct(
     overwrite: bool = False,
     frc_halves: bool = False,
     load: Any = None,
+    precision: str = "float32",
 ) -> Reconstruction:
     """Reconstruct the whole object of a scan with a trained model.
 
@@ -161,8 +166,13 @@ def reconstruct(
     finetune: a `reconstruct.finetune.FinetuneConfig`: first adapt a copy of the network to this
     scan with the unsupervised PINN loss (one process only); save_finetuned: write that copy.
     load: `data.LoadOptions` for a scan path (diffraction units, pixel size, detector crop/bin).
+    precision: "float32" (default) or "bf16": the network runs under bfloat16 autocast (AMX /
+    AVX512-BF16 on CPUs that have it, tensor cores on CUDA); its object patches are returned as
+    complex64 and stitched, refined and written in float32 as always.
     Bad pixels (`scan.bad_pixels`) are excluded from the normalisation and filled at the input.
     """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     for opt in (refine, finetune):  # bad settings fail before any work
         if opt is not None:
             opt.validate()
@@ -189,6 +199,7 @@ def reconstruct(
     dataset = GroupDataset(scan, groups, factor * scale)
     main = info is None or info.is_main
     tuned = None
+    network = net  # the network as loaded (fine-tuning works on a copy): the half-set FRC reuses it
     if finetune is not None and finetune.epochs > 0:
         if info is not None:
             raise ConfigError("finetune runs in one process only; run reconstruct --finetune without torchrun")
@@ -196,12 +207,12 @@ def reconstruct(
 
     obj_shape = tuple(scan.object.shape) if scan.object is not None else None
     if stitch == "tf":
-        canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev)
+        canvas, weight_sum, origin, centres = _run_tf(net, dataset, groups, batch_size, crop, dev, precision)
     else:
         w_np = patch_weights(_stitch_probe(scan, net, warn=main and weight == "probe"), crop, weight)
         w = None if w_np is None else torch.from_numpy(w_np)
         canvas, weight_sum, origin, centres = _run_barycentric(
-            net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info
+            net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info, precision
         )
 
     refined = None
@@ -234,10 +245,9 @@ def reconstruct(
     if frc_halves:
         from .frc_halves import half_set_frc  # lazy: frc_halves builds on this module (reconstructs each half)
 
-        rec.frc_halves = half_set_frc(model, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev, full=rec)
+        rec.frc_halves = half_set_frc(network, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev,
+                                      full=rec, extra=extra)  # the loaded network: the model is not read twice
     if out_dir is not None:
-        from .outputs import write_outputs  # lazy: import cycle (outputs -> frc_halves -> core)
-
         truth = None if scan.object is None else np.asarray(scan.object)
         if info is None:
             rec.paths = write_outputs(rec, Path(out_dir), truth=truth, overwrite=overwrite)
@@ -324,18 +334,22 @@ def _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight,
     return scan, net, groups, crop, dev, extra
 
 
-def _predict(net: Any, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0):
-    """Yield (batch dict, object patches (b, N, N) complex64 on `dev`) over groups [start, n) in order."""
+def _predict(net: Any, dataset: Any, n: int, batch_size: int, dev: torch.device, start: int = 0, precision: str = "float32"):
+    """Yield (batch dict, object patches (b, N, N) complex64 on `dev`) over groups [start, n) in order.
+
+    precision "bf16": the network alone runs under bfloat16 autocast (not the caller's stitching)."""
     net.eval()
     with torch.inference_mode():
         for s in range(start, n, batch_size):
             batch = dataset.batch(np.arange(s, min(s + batch_size, n)))
             x = batch["x"].to(dev)
             offsets = batch["offsets"].to(dev)
-            yield batch, net.predict_object(x, offsets).to(torch.complex64)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                patches = net.predict_object(x, offsets)
+            yield batch, patches.to(torch.complex64)
 
 
-def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress, info=None):
+def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress, info=None, precision="float32"):
     """Stitch every group (distributed: this rank's contiguous block, then canvases summed)."""
 
     centres_all = np.asarray(groups.centres, dtype=np.float64)
@@ -351,7 +365,7 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
         from tqdm.auto import tqdm  # lazy: only with a progress bar (tqdm.auto probes for notebooks on import)
 
         bar = tqdm(total=stop - start, desc="reconstruct", unit="group", leave=False)
-    for batch, patches in _predict(net, dataset, stop, batch_size, dev, start):
+    for batch, patches in _predict(net, dataset, stop, batch_size, dev, start, precision):
         b = batch["index"].numpy()
         pos = torch.from_numpy(centres_all[b] - origin).to(dev)
         kstitch(centre_crop(patches, crop).contiguous(), pos, (H, W), weights=w, out=(num, den))
@@ -366,11 +380,11 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
     return obj.cpu().numpy().astype(np.complex64), den.cpu().numpy().astype(np.float32), origin, centres_all - origin
 
 
-def _run_tf(net, dataset, groups, batch_size, crop, dev):
+def _run_tf(net, dataset, groups, batch_size, crop, dev, precision="float32"):
     """TF `reassemble_position(M=crop)` (holds all patches, as TF did)."""
     reassemble_position = get_stitcher("tf")  # interop's TF-compatible stitcher, via its entry point
     n = groups.n_groups
-    patches = torch.cat([p.cpu() for _, p in _predict(net, dataset, n, batch_size, dev)])
+    patches = torch.cat([p.cpu() for _, p in _predict(net, dataset, n, batch_size, dev, precision=precision)])
     centres = np.asarray(groups.centres, dtype=np.float64)
     canvas = reassemble_position(patches.numpy(), centres, M=crop)
     S = canvas.shape[0]

@@ -27,16 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..io.device import resolve_device
+from ..io.outputs import save_frc_plot  # re-exported: the plot is written by the one output writer (io.outputs)
 from ..metrics.frc import ONE_SEVENTH, FRCCrossing, frc, frc_resolution, half_bit_threshold, ring_counts
 from ..data.inputs import as_scan, inference_data_config, scan_label
 from .core import load_any_model, reconstruct
@@ -235,6 +234,7 @@ def half_set_frc(
     device: Any = "auto",
     full: Any = None,
     load: Any = None,
+    extra: dict[str, Any] | None = None,
 ) -> HalfSetFRC:
     """Half-set FRC of a scan (no ground truth needed); see the module docstring for the method.
 
@@ -242,12 +242,16 @@ def half_set_frc(
     (barycentric stitching). data_config.n_groups, when set, is halved for each half. full: the
     `Reconstruction` of the whole scan; with it and a scan `objectGuess`, the FRC of the full
     reconstruction against the truth on the same region is added (`truth_curve`). load:
-    `data.LoadOptions` for a scan path (as `reconstruct`).
+    `data.LoadOptions` for a scan path (as `reconstruct`). extra: the model's saved extra info
+    (`io.load_any_model`'s second value, e.g. the training `neighbor_count`) when `model` is a
+    module already loaded from a path (`reconstruct(frc_halves=True)` passes its own, so the model
+    is read once); default: the module's `extra_info`, or what the loader returns for a path.
     """
     if weight not in ("probe", "uniform"):
         raise ConfigError(f"weight must be 'probe' or 'uniform', got {weight!r}")
     dev = resolve_device(device)
-    net, extra = load_any_model(model, dev)
+    net, saved = load_any_model(model, dev)
+    extra = saved if extra is None else extra
     scan = as_scan(scan_or_path, load, int(net.config.N))
     label = scan_label(scan)
     dcfg = inference_data_config(net.config.gridsize, extra, data_config)
@@ -313,43 +317,3 @@ def _fmt(c: FRCCrossing) -> str:
     if c.frequency <= 0:
         return "never reached"
     return f"{c.frequency:.3f} px^-1 ({c.resolution_px:.1f} px)"
-
-
-def save_frc_plot(path: str | os.PathLike, result: HalfSetFRC, *, dpi: int = 100) -> Path:
-    """`frc_halves.png`: the half-set FRC, the ½-bit and 1/7 thresholds, their crossings and,
-    with ground truth, the FRC of the full reconstruction against the truth.
-
-    Needs matplotlib (the `plot` extra); ModuleNotFoundError otherwise (the CLI prints one line).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional extra: only the plot needs it
-    from matplotlib.figure import Figure
-
-    from ..io.atomic import atomic_path
-
-    fig = Figure(figsize=(6.4, 4.2), dpi=dpi)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    f = result.frequencies[1:]  # ring 0 (DC) is meaningless after the mean is removed
-    ax.plot(f, result.curve[1:], color="C0", lw=1.8, label="half-set FRC (A vs B)")
-    ax.plot(f, result.half_bit[1:], color="C1", ls="--", lw=1.2, label="½-bit threshold")
-    ax.axhline(ONE_SEVENTH, color="C2", ls=":", lw=1.2, label="1/7 threshold")
-    if result.truth_curve is not None:
-        ax.plot(f, result.truth_curve[1:], color="C3", lw=1.2, alpha=0.8, label="full reconstruction vs truth")
-    for c, colour, name in ((result.half_bit_crossing, "C1", "½-bit"), (result.one_seventh_crossing, "C2", "1/7")):
-        if c.crossed and c.frequency > 0:
-            ax.axvline(c.frequency, color=colour, lw=0.8, alpha=0.6)
-            ax.annotate(f"{name}: {c.resolution_px:.1f} px", (c.frequency, 0.95), color=colour, fontsize=8, rotation=90,
-                        ha="right", va="top")
-    r0, r1, c0, c1 = result.region
-    ax.set_title(f"half-set FRC, {r1 - r0}x{c1 - c0} px region, {result.n_positions[0]}+{result.n_positions[1]} positions", fontsize=9)
-    ax.set_xlabel("spatial frequency (cycles / pixel)")
-    ax.set_ylabel("FRC")
-    ax.set_xlim(0, float(f[-1]))
-    ax.set_ylim(-0.2, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    return target

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.atomic import atomic_directory, atomic_save_json
-from .frc_halves import save_frc_plot
+from ..io.outputs import write_reconstruction_dir
 from .geometry import covered_box
 
 
@@ -38,11 +37,10 @@ def _extra_json(rec: Any) -> dict[str, Any]:
 
 
 def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None, *, overwrite: bool = True) -> dict[str, str]:
-    """Write the run's files into `out_dir` (replaced atomically); returns {name: final path}.
+    """Write the run's files into `out_dir` (replaced atomically, `io.outputs.write_reconstruction_dir`);
+    returns {name: final path}.
 
     overwrite=False: a non-empty `out_dir` is left untouched (ConfigError)."""
-    from ..io import save_images, save_reconstruction
-
     meta = {
         "stitch": rec.stitch,
         "crop": rec.crop,
@@ -58,33 +56,25 @@ def write_outputs(rec: Any, out_dir: Path, truth: np.ndarray | None = None, *, o
     if rec.metrics is not None:
         meta["metrics"] = {part: {k: rec.metrics[part][k] for k in ("ssim", "psnr", "ms_ssim")} for part in ("amplitude", "phase")}
     halves = getattr(rec, "frc_halves", None)
-    metrics: dict[str, Any] = {}
+    frc: dict[str, Any] = {}
     if halves is not None:
-        metrics["frc_halves"] = halves.as_dict()
-        meta["frc_halves"] = {k: metrics["frc_halves"][k] for k in ("split", "half_bit", "one_seventh")}
-    written: dict[str, Path] = {}
-    with atomic_directory(out_dir, replace=overwrite) as tmp:
-        for k, p in save_reconstruction(tmp, rec.object, metadata=meta).items():
-            written[k] = p
-        if rec.metrics is not None and rec.region is not None and truth is not None:
-            r0, r1, c0, c1 = rec.region
-            oy, ox = int(round(rec.origin[1])), int(round(rec.origin[0]))
-            images = save_images(tmp, rec.object[r0 - oy : r1 - oy, c0 - ox : c1 - ox], truth=truth[r0:r1, c0:c1])
-            metrics = {**rec.metrics, **extra_json, **metrics}
-        else:
-            r0, r1, c0, c1 = _box(rec)
-            images = save_images(tmp, rec.object[r0:r1, c0:c1])
-            metrics = {**extra_json, **metrics}  # refinement / fine-tuning losses even without ground truth
-        if getattr(rec, "refined_probe", None) is not None:
-            written["refinement"] = tmp / "refinement.npz"
-            with open(written["refinement"], "wb") as fh:
-                np.savez(fh, probe=rec.refined_probe, positions=rec.refined_positions, loss=np.asarray(rec.refinement["loss"], np.float64))
-        written.update(images)
-        if metrics:
-            written["metrics"] = atomic_save_json(tmp / "metrics.json", metrics)
-        if halves is not None:
-            written["frc_halves"] = save_frc_plot(tmp / "frc_halves.png", halves)
-    return {k: str(out_dir / Path(p).name) for k, p in written.items()}
+        frc["frc_halves"] = halves.as_dict()
+        meta["frc_halves"] = {k: frc["frc_halves"][k] for k in ("split", "half_bit", "one_seventh")}
+    shown = None
+    if rec.metrics is not None and rec.region is not None and truth is not None:
+        r0, r1, c0, c1 = rec.region  # object frame; the canvas starts at `origin`
+        oy, ox = int(round(rec.origin[1])), int(round(rec.origin[0]))
+        box = (r0 - oy, r1 - oy, c0 - ox, c1 - ox)
+        shown = truth[r0:r1, c0:c1]
+        metrics = {**rec.metrics, **extra_json, **frc}
+    else:
+        box = _box(rec)
+        metrics = {**extra_json, **frc}  # refinement / fine-tuning losses even without ground truth
+    refinement = None
+    if getattr(rec, "refined_probe", None) is not None:
+        refinement = {"probe": rec.refined_probe, "positions": rec.refined_positions, "loss": np.asarray(rec.refinement["loss"], np.float64)}
+    return write_reconstruction_dir(out_dir, rec.object, meta, image_box=box, truth=shown, metrics=metrics, refinement=refinement,
+                                    frc_halves=halves, overwrite=overwrite)
 
 
 __all__ = ["write_outputs"]

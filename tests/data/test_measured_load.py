@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychopinn.data import load_scan, make_scan, normalization_factor, save_scan
+from ptychopinn.data import LoadOptions, load_scan, make_scan, normalization_factor, save_scan
 from ptychopinn.errors import ConfigError, DataError
 
 
@@ -80,6 +80,22 @@ def test_float_counts_declared(tmp_path, where):
     again = load_scan(tmp_path / "re.npz")
     assert again.diffraction_units == "amplitude"
     np.testing.assert_array_equal(np.asarray(again.diffraction), np.asarray(scan.diffraction))
+
+
+def test_load_warnings_point_at_the_callers_file(tmp_path):
+    """Data warnings name the code that called load_scan / make_scan / save_scan, never a line
+    inside ptychopinn/data (the default filter then shows one per calling line)."""
+    a = _counts_arrays(dtype=np.float32)
+    a["diffraction_units"] = np.array("counts")
+    np.savez(tmp_path / "c.npz", **a)
+    metres = {**a, "xcoords": a["xcoords"] * 1e-9, "ycoords": a["ycoords"] * 1e-9}  # span < 1 px: warns
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        load_scan(tmp_path / "c.npz", diffraction_units="amplitude")
+        make_scan(**a, options=LoadOptions(diffraction_units="amplitude"))
+        save_scan(tmp_path / "s.npz", **metres)
+    assert len(rec) == 3 and "overrides" in str(rec[1].message) and "span" in str(rec[2].message)
+    assert [w.filename for w in rec] == [__file__] * 3, [(w.filename, w.lineno) for w in rec]
 
 
 def test_flag_beats_file_metadata_with_one_warning(tmp_path):

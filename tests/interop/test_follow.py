@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import h5py
@@ -24,10 +25,10 @@ from ptychopinn import data, io
 from ptychopinn.config import ModelConfig
 from ptychopinn.errors import ConfigError, DataError
 from ptychopinn.interop.onnx import export_onnx, run_onnx, stitch_np
-from ptychopinn.interop.onnx.follow import FollowModel, GrowingCanvas, follow, follow_onnx
+from ptychopinn.interop.onnx.follow import FollowModel, GrowingCanvas, LiveScan, follow, follow_onnx
 from ptychopinn.model import PtychoPINN
 from ptychopinn.reconstruct import geometry, reconstruct
-from ptychopinn.simulate.stream import stream_scan
+from ptychopinn.simulate.stream import LiveWriter, stream_scan
 from tests.conftest import REPO_ROOT, rel_l2
 from tests.interop.test_onnx_runner import _SITECUSTOMIZE
 
@@ -366,6 +367,33 @@ def test_detector_counts_with_bad_pixels_equal_the_batch_run(setup, tmp_path: Pa
     assert rel_l2(wrong.object, batch.object) > 1e-3
 
 
+def test_a_units_flag_that_contradicts_the_file_warns_as_in_the_batch_run(tmp_path: Path) -> None:
+    """A live file declaring counts (root attribute) read with --diffraction-units amplitude: the flag
+    wins and the follower gives load_scan's one-line warning, word for word; no flag, or one that
+    agrees, reads counts without a warning."""
+    rng = np.random.default_rng(3)
+    live = tmp_path / "live.h5"
+    w = LiveWriter(live, np.ones((16, 16), np.complex64), frame_dtype=np.float32, diffraction_units="counts")
+    w.append((rng.random((4, 16, 16)) * 9).astype(np.float32))
+    w.append_positions(np.arange(4.0) * 3, np.arange(4.0) * 2)
+    w.complete()
+    w.close()
+    expected = "live.h5: --diffraction-units amplitude overrides attribute 'diffraction_units' = 'counts' (an explicit flag beats file metadata)"
+    with pytest.warns(UserWarning) as batch:
+        data.load_scan(live, diffraction_units="amplitude")
+    assert [str(m.message) for m in batch] == [expected]
+    with pytest.warns(UserWarning) as caught:
+        scan = LiveScan(live, timeout=5, diffraction_units="amplitude")
+    scan.close()
+    assert [str(m.message) for m in caught] == [expected] and not scan.counts
+    for option in (None, "counts"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            scan = LiveScan(live, timeout=5, diffraction_units=option)
+        scan.close()
+        assert scan.counts
+
+
 def test_zmq_stream_into_a_spool_file_equals_the_batch_run(setup, tmp_path: Path, capsys) -> None:
     """`--zmq`: a PUSH sender on loopback, the bridge process spools to HDF5, the follower follows it."""
     pytest.importorskip("zmq", reason="pyzmq is the optional [zmq] extra")
@@ -394,3 +422,126 @@ def test_zmq_stream_into_a_spool_file_equals_the_batch_run(setup, tmp_path: Path
     batch = run_onnx(setup["onnx"], spool, None, threads=1)
     assert rel_l2(_object(out), batch.object) <= 1e-5
     assert runner_main([str(setup["onnx"]), str(spool), "--zmq", url, "--out", str(tmp_path / "o2")]) == 2  # needs --follow
+
+
+# -- the engine's contract, pinned before splitting `follow` into steps ------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(out_dir="FILE", batch_size=0), "exists and is not a folder"),  # the output folder is checked first
+    (dict(batch_size=0, norm_frames=0), "batch_size must be >= 1, got 0"),
+    (dict(norm_frames=0, update_every=-1), "norm_frames must be >= 1, got 0"),
+    (dict(update_every=-1, norm_factor=-1.0), "update_every must be >= 0 and idle_timeout, poll > 0 s, got -1, 5, 0.02"),
+    (dict(poll=0.0, norm_factor=-1.0), "update_every must be >= 0 and idle_timeout, poll > 0 s, got 2.0, 5, 0.0"),
+    (dict(norm_factor=float("nan"), gridsize=2), "norm_factor must be a positive finite number, got nan"),
+    (dict(norm_factor=0.0), "norm_factor must be a positive finite number, got 0.0"),
+    (dict(gridsize=2), "gridsize-1 models only"),
+])
+def test_argument_errors_come_in_order_before_any_wait(tmp_path: Path, kwargs: dict, match: str) -> None:
+    """Each ConfigError is raised at once (the scan file never appears: a check made after the wait
+    would surface as the DataError 'not ready' instead), the first failing check wins."""
+    (tmp_path / "FILE").write_text("user data")
+    out = tmp_path / kwargs.pop("out_dir") if "out_dir" in kwargs else None
+    model = _fake_model(gridsize=kwargs.pop("gridsize", 1))
+    with pytest.raises(ConfigError) as e:
+        follow(model, tmp_path / "never.h5", out, idle_timeout=5, **kwargs)
+    assert match in str(e.value) and "\n" not in str(e.value)
+    assert (tmp_path / "FILE").read_text() == "user data"
+
+
+def test_an_idle_timeout_that_is_not_positive_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"got 2.0, 0, 0.02"):
+        follow(_fake_model(), tmp_path / "never.h5", None, idle_timeout=0)
+
+
+@pytest.mark.parametrize("case, n_updates", [
+    ("every_batch", 6),  # 5 live writes (40 frames / 8) + the final one; none pending before the final pass
+    ("final_pass", 2),  # no live write within 1000 s: the provisional picture, then the final one
+    ("fixed_factor", 1),  # no final pass: only the final write
+    ("no_final_pass", 1),
+])
+def test_outputs_are_published_on_schedule_with_the_run_metadata(tmp_path: Path, case: str, n_updates: int) -> None:
+    a = _arrays(40, seed=6)
+    live = tmp_path / "live.h5"
+    stream_scan(a, live, float("inf"))
+    out = tmp_path / "out"
+    f_all = float(np.float32(data.normalization_factor(a["diffraction"])))
+    kwargs: dict = dict(batch_size=8, norm_frames=8, idle_timeout=10, images=False,
+                        update_every=0.0 if case == "every_batch" else 1000.0)
+    if case == "fixed_factor":
+        kwargs["norm_factor"] = f_all
+    if case == "no_final_pass":
+        kwargs["final_pass"] = False
+    seen: list[tuple[int, dict]] = []
+    res = follow(_fake_model(), live, out, on_update=lambda s: seen.append((s.updates, _meta(out))), **kwargs)
+    s = res.stats
+    assert [u for u, _ in seen] == list(range(1, n_updates + 1)) and s.updates == n_updates
+    assert [m["follow"]["final"] for _, m in seen] == [False] * (n_updates - 1) + [True]
+    # live writes come before the attribute is seen; the writes after the loop come after it
+    live_writes = 5 if case == "every_batch" else 0
+    assert [m["follow"]["scan_complete"] for _, m in seen] == [False] * live_writes + [True] * (n_updates - live_writes)
+    final = seen[-1][1]
+    assert set(final) == {"stitch", "crop", "n_groups", "normalization_factor", "intensity_scale", "model", "scan", "frame",
+                          "follow", "origin"}
+    assert set(final["follow"]) == {"final", "scan_complete", "frames", "frames_seen", "batches", "max_frames_in_memory",
+                                    "max_backlog", "updates", "regrows", "final_pass", "ended_by", "latency_source", "live_s",
+                                    "total_s", "inference_s", "frames_per_second", "latency_p50_s", "latency_p95_s"}
+    assert final["stitch"] == "barycentric" and final["crop"] == N // 2 and final["n_groups"] == 40 and final["model"] == "model"
+    assert final["scan"] == str(live) and final["frame"] == "positions - origin" and final["intensity_scale"] == 91.0
+    assert final["origin"] == list(res.origin) and final["follow"]["scan_complete"] and final["follow"]["updates"] == n_updates - 1
+    assert final["normalization_factor"] == res.normalization_factor
+    # the factor written with each picture: provisional while live, the final one at the end
+    assert s.final_pass == (case in ("every_batch", "final_pass"))
+    if s.final_pass:
+        assert res.normalization_factor == pytest.approx(f_all, rel=1e-6) and res.provisional_factor != res.normalization_factor
+        assert all(m["normalization_factor"] == res.provisional_factor for _, m in seen[:-1])
+    else:
+        assert res.normalization_factor == res.provisional_factor
+    assert s.frames == s.frames_seen == 40 and s.batches == 5 and s.max_frames_in_memory == 8 and s.max_backlog == 40
+    assert s.latency.n == 40 and s.latency_source == "write->canvas" and s.ended_by == "scan_complete"
+    assert 0 < s.live_s <= s.total_s and s.inference_s > 0
+    assert set(res.paths) == {"npz", "h5"} and Path(res.paths["npz"]) == out / "reconstruction.npz"
+    assert rel_l2(_object(out), res.object) == 0.0
+
+
+def test_no_output_folder_means_no_writes_and_every_latency_counted(tmp_path: Path) -> None:
+    a = _arrays(20, seed=7)
+    stream_scan(a, tmp_path / "live.h5", float("inf"))
+    calls: list[int] = []
+    res = follow(_fake_model(), tmp_path / "live.h5", None, batch_size=8, norm_frames=4, update_every=0, idle_timeout=10,
+                 on_update=lambda s: calls.append(s.updates))
+    assert calls == [] and res.paths == {} and res.stats.updates == 0 and res.stats.final_pass
+    assert res.stats.latency.n == 20 and res.stats.batches == 3
+
+
+def test_frames_without_positions_are_left_out_with_one_warning(tmp_path: Path, caplog) -> None:
+    rng = np.random.default_rng(12)
+    live = tmp_path / "live.h5"
+    w = LiveWriter(live, np.ones((N, N), np.complex64))
+    w.append((rng.random((12, N, N)) * 3).astype(np.float32))
+    w.append_positions(40 + np.arange(9.0) * 3, 40 + np.arange(9.0) * 2)
+    w.complete()
+    w.close()
+    with caplog.at_level("WARNING", logger="ptychopinn"):
+        res = follow(_fake_model(), live, None, batch_size=4, norm_frames=4, idle_timeout=10)
+    assert res.stats.frames == 9 and res.stats.frames_seen == 12 and res.stats.ended_by == "scan_complete"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "live.h5: 3 frames have no positions yet; reconstructed the 9 that do"]
+
+
+def test_a_complete_scan_without_positions_is_a_one_line_error(tmp_path: Path) -> None:
+    live = tmp_path / "live.h5"
+    w = LiveWriter(live, np.ones((N, N), np.complex64))
+    w.append(np.ones((5, N, N), np.float32))
+    w.complete()
+    w.close()
+    with pytest.raises(DataError) as e:
+        follow(_fake_model(), live, None, idle_timeout=10)
+    assert str(e.value) == "live.h5: no frame with both diffraction and positions arrived (scan_complete)"
+    with h5py.File(live, "a") as f:  # the follower's handle was closed: the file opens for writing
+        assert f["diffraction"].shape[0] == 5
+
+
+def test_a_model_of_another_size_is_a_one_line_error(tmp_path: Path) -> None:
+    stream_scan(_arrays(4, seed=1), tmp_path / "live.h5", float("inf"))
+    model = FollowModel(predict=_fake_model().predict, N=32, gridsize=1, intensity_scale=1.0, crop=16)
+    with pytest.raises(DataError, match=r"^live.h5: key 'diffraction' has 64x64 patterns, the model expects N=32$"):
+        follow(model, tmp_path / "live.h5", None, idle_timeout=10)

@@ -202,6 +202,34 @@ def test_scan_off_the_object_frame_hdf5_and_chunked(setup, tmp_path: Path) -> No
     assert whole.n_patterns == 4 * whole.n_groups and whole.patterns_per_second > 0
 
 
+def test_core_and_runner_write_one_layout(setup, tmp_path: Path) -> None:
+    """Both go through `io.outputs.write_reconstruction_dir`: the same files, array keys and
+    shared metadata; each adds its own (the core its patch weighting, the runner the ONNX
+    model, the scan and the execution providers)."""
+    root = setup["root"]
+    ref = reconstruct(root / "model_gs1", setup["scan_noobj"], device="cpu", out_dir=tmp_path / "core")
+    rec = run_onnx(root / "gs1.onnx", setup["scan_noobj"], tmp_path / "onnx", threads=1)
+    names = {p.name for p in (tmp_path / "core").iterdir()}
+    assert names == {p.name for p in (tmp_path / "onnx").iterdir()} == {"reconstruction.npz", "reconstruction.h5", "amplitude.png", "phase.png"}
+    assert set(ref.paths) == set(rec.paths) == {"npz", "h5", "amplitude", "phase"}
+    metas = {}
+    for name in ("core", "onnx"):
+        obj, metas[name] = io.load_reconstruction(tmp_path / name / "reconstruction.npz")
+        with np.load(tmp_path / name / "reconstruction.npz", allow_pickle=False) as z:
+            assert sorted(z.files) == ["_metadata", "amplitude", "object", "phase"]
+        _, from_h5 = io.load_reconstruction(tmp_path / name / "reconstruction.h5")
+        assert from_h5 == metas[name]
+    core, onnx = metas["core"], metas["onnx"]
+    assert set(core) - set(onnx) == {"weight"} and core["weight"] == "probe"
+    assert set(onnx) - set(core) == {"onnx_model", "scan", "providers"}
+    assert onnx["onnx_model"] == str(root / "gs1.onnx") and onnx["scan"] == str(setup["scan_noobj"])
+    for key in ("stitch", "crop", "n_groups", "origin", "frame"):
+        assert core[key] == onnx[key], key
+    assert core["frame"] == "positions - origin"
+    for key in ("normalization_factor", "intensity_scale"):
+        assert core[key] == pytest.approx(onnx[key], rel=1e-6), key
+
+
 def test_gridsize2_without_scipy_is_a_one_line_error(setup, tmp_path: Path) -> None:
     proc, _ = _child([str(setup["root"] / "gs2.onnx"), str(setup["scan"]), "--out", str(tmp_path / "out")], tmp_path, ("torch", "tensorflow", "scipy"))
     assert proc.returncode == 2

@@ -83,14 +83,15 @@ def _with_trailer(block: bytes, ctype: int = 0) -> bytes:
     return block + bytes([ctype]) + struct.pack("<I", mask(crc32c(block + bytes([ctype]))))
 
 
-def _write_bundle(tensors: dict[str, np.ndarray], ctype: int = 0) -> tuple[bytes, bytes]:
+def _write_bundle(tensors: dict[str, np.ndarray], ctype: int = 0, retype: dict[str, int] | None = None) -> tuple[bytes, bytes]:
+    """retype: {key: TF dtype enum} written instead of the array's own (malformed bundles)."""
     codes = {np.dtype("<f4"): 1, np.dtype("<f8"): 2, np.dtype("<i4"): 3, np.dtype("<c8"): 8, np.dtype("<i8"): 9}
     data = bytearray()
     entries = [(b"", _field(1, 0, 1))]  # BundleHeaderProto{num_shards: 1}
     for key in sorted(tensors):
         arr = np.array(tensors[key], order="C")
         raw = arr.tobytes()
-        entries.append((key.encode(), _entry_proto(codes[arr.dtype], arr.shape, len(data), raw)))
+        entries.append((key.encode(), _entry_proto((retype or {}).get(key, codes[arr.dtype]), arr.shape, len(data), raw)))
         data += raw
     # two data blocks, to exercise the index block
     half = len(entries) // 2
@@ -189,3 +190,11 @@ def test_entry_with_a_varint_shape_is_a_format_error():
     dim_varint = b"\x12\x02\x10\x07"  # shape = message{ field 2 (Dim) as varint 7 }
     with pytest.raises(ModelFormatError, match="shape.dim"):
         _parse_entry(b"\x08\x01" + dim_varint, "layer/kernel", "toy")
+
+
+def test_string_typed_kernel_is_a_format_error():
+    """A DT_STRING kernel (a malformed or foreign checkpoint) fails with one line, not a None weight."""
+    key = "layer_with_weights-1/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    index, data = _write_bundle(_toy_tensors(np.random.default_rng(2)), retype={key: 7})  # 7 = DT_STRING
+    with pytest.raises(ModelFormatError, match="string tensor, expected a float kernel"):
+        read_layer_weights(index, [data], "toy")

@@ -85,3 +85,21 @@ def test_gradcheck():
     patches = torch.randn(1, 2, 4, 4, dtype=torch.complex128, generator=g, requires_grad=True)
     offsets = torch.tensor([[[0.35, -0.6], [-0.2, 0.85]]], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda p, o: reassemble_patches(p, o, 8, eps=0.5), (patches, offsets))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.float32, torch.complex128])
+@pytest.mark.parametrize("N,P", [(64, 78), (16, 24), (32, 32)])
+def test_single_patch_shortcut_is_bit_identical_to_interpolation(dtype, N, P):
+    """One recentred patch per sample (gridsize 1) takes the zero-shift shortcut; the general
+    interpolation path (reached with recentre=False and zero offsets) gives the same bits, values
+    and gradient."""
+    g = torch.Generator().manual_seed(3)
+    patches = torch.randn(5, 1, N, N, dtype=dtype, generator=g).requires_grad_()
+    real = torch.float64 if dtype == torch.complex128 else torch.float32
+    offsets = torch.randn(5, 1, 2, dtype=real, generator=g) * 3
+    fast = reassemble_patches(patches, offsets, P)
+    general = reassemble_patches(patches, torch.zeros_like(offsets), P, recentre=False)
+    assert torch.equal(fast, general)
+    (g_fast,) = torch.autograd.grad(fast.abs().sum(), patches)
+    (g_general,) = torch.autograd.grad(general.abs().sum(), patches)
+    assert torch.equal(g_fast, g_general)

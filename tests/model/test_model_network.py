@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ptychopinn.config import ModelConfig
 from ptychopinn.errors import ConfigError, DataError
@@ -184,49 +183,108 @@ def test_gradcheck_offsets_float64():
     assert torch.autograd.gradcheck(f, (off.double().requires_grad_(),), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "name, fn",
-    [
-        ("sigmoid", lambda t: 1 / (1 + torch.exp(-t))),
-        ("swish", lambda t: t / (1 + torch.exp(-t))),
-        ("softplus", lambda t: torch.log1p(torch.exp(t))),
-        ("relu", lambda t: torch.clamp(t, min=0)),
-    ],
-)
-def test_amp_activation_variants(name, fn):
+# -- decoder tail against hand-made features (spec §3 "Decoder tail", §4.5 centre mask) -------------
+# The decoder's Up-blocks are replaced by a stub returning known features `feat` (B, F, N/2, N/2)
+# and the heads by convolutions that copy one input channel (centre tap 1, bias 0), so the
+# expected output follows from the spec by hand: x1 = act(feat[:, 0]) zero-padded by N/4 (head1
+# reads channels :F-4), and with probe.big the border (outside rows/cols [N/4, 3N/4)) is
+# swish(upsample×2(feat[:, F-4])) (x2_block reads channels F-4:; swish whatever `act` is).
+_ACTIVATIONS = {  # numpy, from the spec's definitions
+    "sigmoid": lambda t: 1 / (1 + np.exp(-t)),
+    "swish": lambda t: t / (1 + np.exp(-t)),
+    "softplus": lambda t: np.log1p(np.exp(t)),
+    "relu": lambda t: np.maximum(t, 0),
+}
+
+
+class _Const(torch.nn.Module):
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value
+
+
+class _UpCopy(torch.nn.Module):
+    """Stands in for x2_block: channel 0 of its input upsampled ×2 (nearest) into `channels` channels."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], self.channels, 2 * x.shape[2], 2 * x.shape[3])
+        out[:, 0] = x[:, 0].repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+        return out
+
+
+def _copy_channel_0(conv: torch.nn.Conv2d) -> None:
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[:, 0, 1, 1] = 1.0  # 'same' 3x3 conv: output c = input channel 0
+
+
+def _stub_features(dec, B: int = 2, seed: int = 0) -> np.ndarray:
+    """Replace `dec`'s Up-blocks by known features (B, F, N/2, N/2) and its heads by channel copies;
+    channel 0 holds a ramp over [-6, 6], channel F-4 another over [-5, 5], the rest large noise
+    (so reading the wrong channels changes the output)."""
+    n, F_ = dec.N // 2, dec.split + 4
+    rng = np.random.default_rng(seed)
+    feat = 20 * rng.standard_normal((B, F_, n, n))
+    ramp = np.linspace(-6, 6, n * n).reshape(n, n)
+    feat[:, 0] = ramp + np.arange(B)[:, None, None]
+    feat[:, F_ - 4] = np.linspace(-5, 5, n * n).reshape(n, n).T - np.arange(B)[:, None, None]
+    dec.blocks = torch.nn.ModuleList([_Const(torch.from_numpy(feat.astype(np.float32)))])
+    if hasattr(dec, "head1"):
+        _copy_channel_0(dec.head1)
+    if hasattr(dec, "head2"):
+        dec.x2_block = _UpCopy(dec.head2.in_channels)
+        _copy_channel_0(dec.head2)
+    return feat
+
+
+def _expected_tail(feat: np.ndarray, act, N: int, probe_big: bool) -> np.ndarray:
+    out = np.zeros((feat.shape[0], 1, N, N))
+    q = N // 4
+    out[:, 0, q : 3 * q, q : 3 * q] = act(feat[:, 0])
+    if probe_big:
+        x2 = _ACTIVATIONS["swish"](np.kron(feat[:, feat.shape[1] - 4], np.ones((2, 2))))
+        border = np.ones((N, N), bool)
+        border[q : 3 * q, q : 3 * q] = False
+        out[:, 0][:, border] = x2[:, border]
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_ACTIVATIONS))
+def test_amp_activation_variants(name):
+    """Each amp_activation is applied to head1's output (no probe.big: zero outside the centre)."""
     model = _model(gridsize=1, amp_activation=name, probe_big=False)
     x, off = _inputs(model.config)
-    dec = model.decoder_amp
     with torch.no_grad():
+        assert model(x, off).amplitude.shape == (2, 1, 64, 64)  # the real network runs with it
         z = model.encoder(x / torch.exp(model.log_intensity_scale))
-        feat = z
-        for block in dec.blocks:
-            feat = block(feat)
-        expected = F.pad(fn(dec.head1(feat[:, :28])), (16, 16, 16, 16))
-        got = dec(z)
-        assert torch.allclose(got, expected, atol=1e-6)
-        phase = model.decoder_phase(z)
-        assert phase.abs().max() < math.pi
-        assert model(x, off).amplitude.shape == (2, 1, 64, 64)
+        feat = _stub_features(model.decoder_amp)
+        got = model.decoder_amp(z).numpy()
+        np.testing.assert_allclose(got, _expected_tail(feat, _ACTIVATIONS[name], 64, False), rtol=1e-6, atol=1e-6)
+        assert not got[..., :16, :].any() and not got[..., :, 48:].any()
+        feat = _stub_features(model.decoder_phase)
+        phase = model.decoder_phase(z).numpy()
+        np.testing.assert_allclose(phase, _expected_tail(feat, lambda t: math.pi * np.tanh(t), 64, False), rtol=1e-6, atol=1e-6)
 
 
-def test_probe_big_border():
-    """probe_big: the centre square comes from head1 only, the border from swish(head2(x2_block))."""
+@pytest.mark.parametrize("which", ["amp", "phase"])
+def test_probe_big_border(which):
+    """probe_big: the centre square comes from act(head1) only, the border from swish(head2(x2_block))."""
     model = _model(gridsize=1)
-    x, _ = _inputs(model.config)
-    dec = model.decoder_amp
+    dec = model.decoder_amp if which == "amp" else model.decoder_phase
+    act = _ACTIVATIONS["sigmoid"] if which == "amp" else (lambda t: math.pi * np.tanh(t))
+    feat = _stub_features(dec)
     with torch.no_grad():
-        z = model.encoder(x / torch.exp(model.log_intensity_scale))
-        feat = z
-        for block in dec.blocks:
-            feat = block(feat)
-        x1 = torch.sigmoid(dec.head1(feat[:, :28]))
-        x2 = F.silu(dec.head2(dec.x2_block(feat[:, 28:])))
-        got = dec(z)
-    assert torch.allclose(got[..., 16:48, 16:48], x1, atol=1e-6)
-    border = torch.ones(64, 64, dtype=torch.bool)
-    border[16:48, 16:48] = False
-    assert torch.allclose(got[..., border], x2[..., border], atol=1e-6)
+        got = dec(torch.zeros(2, 128, 8, 8)).numpy()
+    np.testing.assert_allclose(got, _expected_tail(feat, act, 64, True), rtol=1e-6, atol=1e-6)
+    assert (got[..., :16, :] < 0).any()  # swish, not a [0, 1] activation, on the border
 
 
 def test_object_big_false():
@@ -261,18 +319,17 @@ def _oracle_object_small(model, patches, off):
 
 
 def test_pad_object_false():
+    """pad_object=False: act(head2(x2_block(all features))) over the whole N×N, every head channel."""
     model = _model(gridsize=2, pad_object=False)
     assert not hasattr(model.decoder_amp, "head1")
     x, off = _inputs(model.config)
-    dec = model.decoder_phase
     with torch.no_grad():
-        z = model.encoder(x / torch.exp(model.log_intensity_scale))
-        feat = z
-        for block in dec.blocks:
-            feat = block(feat)
-        expected = math.pi * torch.tanh(dec.head2(dec.x2_block(feat)))
-        assert torch.allclose(dec(z), expected, atol=1e-6)
         out = model(x, off)
+        dec = model.decoder_phase
+        feat = _stub_features(dec)
+        got = dec(torch.zeros(2, 128, 8, 8)).numpy()
+    expected = np.broadcast_to(math.pi * np.tanh(np.kron(feat[:, :1], np.ones((2, 2)))), (2, 4, 64, 64))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     assert out.object.shape == (2, 64, 64) and out.amplitude.shape == (2, 4, 64, 64)
 
 

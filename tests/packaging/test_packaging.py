@@ -13,8 +13,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-# Importing these must not pull torch, tensorflow, onnx or matplotlib.
-LIGHT_MODULES = ["ptychopinn", "ptychopinn.config", "ptychopinn.errors", "ptychopinn.interop", "ptychopinn.kernels"]
+# What importing the light modules (parametrized below) must not pull.
 HEAVY = ["torch", "tensorflow", "onnx", "onnxruntime", "matplotlib"]
 
 

@@ -222,3 +222,48 @@ def test_reconstruction_files_follow_the_umask(tmp_path, umask, file_mode, dir_m
     assert {p.name for p in files} >= {"reconstruction.npz", "reconstruction.h5", "metrics.json", "frc_halves.png", "amplitude.png"}
     for p in files:
         assert p.stat().st_mode & 0o777 == file_mode, (p.name, oct(p.stat().st_mode & 0o777))
+
+
+def test_frc_halves_reads_the_model_once(tmp_path, monkeypatch):
+    """`reconstruct(path, frc_halves=True)` loads the model once (the halves reuse the loaded
+    network and its saved extra info) and gives the same half-set FRC as `half_set_frc(path)`,
+    which reads the model itself: the saved training neighbor_count (K=7 here, not the default
+    4) reaches the grouping of the halves at gridsize 2."""
+    from ptychopinn import io
+    from ptychopinn.io import model_format
+    from ptychopinn.model import PtychoPINN
+    from ptychopinn.reconstruct import reconstruct
+    from ptychopinn.reconstruct.frc_halves import half_set_frc
+
+    torch.manual_seed(0)
+    N = 64
+    path = io.save_model(PtychoPINN(ModelConfig(N=N, gridsize=2, n_filters_scale=1), intensity_scale=10.0), tmp_path / "model",
+                         extra={"training": {"data_config": {"neighbor_count": 7}}})
+    rng = np.random.default_rng(0)
+    c = np.arange(40, 121, 10, dtype=np.float64)
+    xx, yy = np.meshgrid(c, c)
+    from ptychopinn.data import make_scan
+    from ptychopinn.physics.probe import default_probe
+
+    scan = make_scan(diffraction=(rng.random((xx.size, N, N)) * 3).astype(np.float32), xcoords=xx.ravel() + rng.uniform(-1, 1, xx.size),
+                     ycoords=yy.ravel() + rng.uniform(-1, 1, xx.size), probeGuess=default_probe(N))
+    calls = []
+    real_load = model_format.load_model
+
+    def counting_load(*args, **kwargs):
+        calls.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(model_format, "load_model", counting_load)  # what the native loader of io.loaders calls
+    rec = reconstruct(path, scan, device="cpu", frc_halves=True, out_dir=tmp_path / "rec")
+    assert len(calls) == 1, calls
+    assert (tmp_path / "rec" / "frc_halves.png").is_file()
+    alone = half_set_frc(path, scan, device="cpu")
+    assert len(calls) == 2
+    assert rec.frc_halves.n_groups == alone.n_groups
+    np.testing.assert_array_equal(rec.frc_halves.curve, alone.curve)
+    for a, b in zip(rec.frc_halves.halves, alone.halves):
+        np.testing.assert_array_equal(a, b)
+    # with the default neighbor_count the halves would be grouped differently
+    four = half_set_frc(path, scan, device="cpu", extra={})
+    assert not np.array_equal(four.halves[0], alone.halves[0])
