@@ -46,9 +46,12 @@ def _place(dst: torch.Tensor, src: torch.Tensor, top: int, left: int, dx: int) -
         dst[:, :, r0:r1, z0:z1].copy_(src[:, :, r0 - top : r1 - top, z0 + dx - left : z1 + dx - left].transpose(0, 1))
 
 
-# rows of the product's inner axis per chunk: buffers of a few MB, reused across chunks and
-# below glibc's mmap threshold (a fresh mmap'ed buffer costs a page fault per 4 KiB on first touch)
-_CHUNK_ROWS = 4096
+# the batch goes through in chunks of up to _CHUNK_ROWS rows of the products' inner axis, with
+# operand buffers of at most _CHUNK_BYTES (reused across chunks, and below glibc's 32 MiB mmap
+# threshold: a fresh mmap'ed buffer costs a page fault per 4 KiB on first touch); few, large
+# chunks keep the number of parallel regions (copies, products) per convolution low
+_CHUNK_ROWS = 16384
+_CHUNK_BYTES = 24 << 20
 
 
 def _shifted_products(a: torch.Tensor, s: torch.Tensor, kh: int, kw: int, dh: int, dw: int, top: int, left: int,
@@ -61,13 +64,13 @@ def _shifted_products(a: torch.Tensor, s: torch.Tensor, kh: int, kw: int, dh: in
     The canvas is stored once per column shift j, flattened over (b, row, column) with rows of
     length Wa; a row shift i is then an offset of i·dh·Wa along that axis, so each i is one
     matrix product (M × K)·(K × N·kw) of strided views, K ≈ B·Hc·Wa (no kh·kw im2col). The
-    batch goes through in chunks of ~`_CHUNK_ROWS` rows, accumulated in `dtype`.
+    batch goes through in chunks (`_CHUNK_ROWS`, `_CHUNK_BYTES`), accumulated in `dtype`.
     """
     B, M, Ha, Wa = a.shape
     N = s.shape[1]
     Hc = Ha + dh * (kh - 1)
     per = Hc * Wa
-    nb = min(B, max(1, -(-_CHUNK_ROWS // per)))
+    nb = max(1, min(B, _CHUNK_ROWS // per, _CHUNK_BYTES // ((M + N * kw) * per * dtype.itemsize)))
     af = a.new_zeros((M, nb, Hc, Wa), dtype=dtype)
     cols = a.new_zeros((N, kw, nb, Hc, Wa), dtype=dtype)
     out = a.new_zeros((kh, M, N * kw), dtype=dtype)
