@@ -12,8 +12,10 @@ single sample rounds differently from its batched kernel and depends on the thre
 The float64 weight gradient of a stride-1, ungrouped convolution is `conv_weight_grad`: kh
 matrix products over the batch × pixels axis, with the float32 operands cast to float64 once
 (every float32 × float32 product is exact in float64; only the accumulation rounds, at ~1e-16).
-PyTorch's own float64 CPU convolution (im2col per sample, zero-filled buffers) costs ~10× that;
-it remains the fallback for strides > 1 and groups > 1.
+PyTorch's own float64 CPU convolution (`_slow_conv2d_backward`: im2col per sample into zero-filled
+buffers) takes ~3× as long for the model's weight gradients; it remains the fallback for
+strides > 1 and groups > 1. The cost is float64 matrix-product throughput (MKL dgemm: ~¼ of
+oneDNN's float32 convolution speed on an AVX-512 CPU), see docs/benchmarks.md.
 """
 from __future__ import annotations
 
