@@ -171,26 +171,11 @@ def reconstruct(
     complex64 and stitched, refined and written in float32 as always.
     Bad pixels (`scan.bad_pixels`) are excluded from the normalisation and filled at the input.
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    for opt in (refine, finetune):  # bad settings fail before any work
-        if opt is not None:
-            opt.validate()
-    if save_finetuned is not None and (finetune is None or finetune.epochs == 0):
-        raise ConfigError("save_finetuned needs finetune=FinetuneConfig(epochs >= 1)")
+    _check_options(precision, refine, finetune, save_finetuned)
     info = dist_.current()
-    error: BaseException | None = None
-    prepared: Any = None
-    try:
-        _check_request(out_dir, overwrite, frc_halves, stitch)
-        prepared = _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load)
-    except PtychoPINNError as exc:
-        error = exc
-    if info is not None:
-        dist_.agree(error)  # every rank raises when any rank's inputs are bad
-    elif error is not None:
-        raise error
-    scan, net, groups, crop, dev, extra = prepared
+    scan, net, groups, crop, dev, extra = _prepare_agreed(
+        info, out_dir, overwrite, frc_halves, stitch, model, scan_or_path, data_config, batch_size, crop, weight, device, load
+    )
     if info is None:
         factor = float(_normalization_factor(scan.diffraction, groups.indices, scan.bad_pixels))
     else:  # each rank reads only its share of the patterns
@@ -219,24 +204,11 @@ def reconstruct(
     if refine is not None and refine.epochs > 0:
         refined = refine_stitched(canvas, weight_sum, origin, scan, refine, dev, progress and main)
         canvas = refined.pop("object")
-    metrics = None
-    region = None
-    if scan.object is not None and main:
-        metrics, region = _metrics(canvas, weight_sum, origin, np.asarray(scan.object))
+    metrics, region = (None, None) if scan.object is None or not main else _metrics(canvas, weight_sum, origin, np.asarray(scan.object))
     rec = Reconstruction(
-        object=canvas,
-        weight=weight_sum,
-        origin=(float(origin[0]), float(origin[1])),
-        metrics=metrics,
-        centres=centres,
-        n_groups=int(groups.n_groups),
-        crop=crop,
-        stitch=stitch,
-        weight_kind="uniform" if stitch == "tf" else weight,
-        normalization_factor=factor,
-        intensity_scale=scale,
-        region=region,
-        finetune=tuned,
+        object=canvas, weight=weight_sum, origin=(float(origin[0]), float(origin[1])), metrics=metrics, centres=centres,
+        n_groups=int(groups.n_groups), crop=crop, stitch=stitch, weight_kind="uniform" if stitch == "tf" else weight,
+        normalization_factor=factor, intensity_scale=scale, region=region, finetune=tuned,
     )
     if refined is not None:
         rec.refined_probe = refined.pop("probe")
@@ -248,18 +220,50 @@ def reconstruct(
         rec.frc_halves = half_set_frc(network, scan, data_config=data_config, batch_size=batch_size, crop=crop, weight=weight, device=dev,
                                       full=rec, extra=extra)  # the loaded network: the model is not read twice
     if out_dir is not None:
-        truth = None if scan.object is None else np.asarray(scan.object)
-        if info is None:
-            rec.paths = write_outputs(rec, Path(out_dir), truth=truth, overwrite=overwrite)
-        else:
-            write_error: BaseException | None = None
-            if main:
-                try:
-                    rec.paths = write_outputs(rec, Path(out_dir), truth=truth, overwrite=overwrite)
-                except (PtychoPINNError, OSError) as exc:
-                    write_error = exc if isinstance(exc, PtychoPINNError) else ConfigError(f"{out_dir}: writing the reconstruction failed: {exc}")
-            dist_.agree(write_error)  # also a barrier: the files exist when any rank returns
+        _write_agreed(rec, Path(out_dir), None if scan.object is None else np.asarray(scan.object), overwrite, info)
     return rec
+
+
+def _check_options(precision: str, refine: Any, finetune: Any, save_finetuned: Any) -> None:
+    """Bad option values fail before any work (ConfigError, one line)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    for opt in (refine, finetune):
+        if opt is not None:
+            opt.validate()
+    if save_finetuned is not None and (finetune is None or finetune.epochs == 0):
+        raise ConfigError("save_finetuned needs finetune=FinetuneConfig(epochs >= 1)")
+
+
+def _prepare_agreed(info, out_dir, overwrite, frc_halves, stitch, model, scan_or_path, data_config, batch_size, crop, weight, device, load):
+    """`_prepare` after the output/request checks; under torchrun every rank raises when any
+    rank's inputs are bad (no rank is left waiting in a collective)."""
+    error: BaseException | None = None
+    prepared: Any = None
+    try:
+        _check_request(out_dir, overwrite, frc_halves, stitch)
+        prepared = _prepare(model, scan_or_path, data_config, batch_size, stitch, crop, weight, device, info, load)
+    except PtychoPINNError as exc:
+        error = exc
+    if info is not None:
+        dist_.agree(error)
+    elif error is not None:
+        raise error
+    return prepared
+
+
+def _write_agreed(rec: Reconstruction, out_dir: Path, truth: np.ndarray | None, overwrite: bool, info: Any) -> None:
+    """Write `rec`'s files (rank 0 under torchrun, then a barrier that carries its error to every rank)."""
+    if info is None:
+        rec.paths = write_outputs(rec, out_dir, truth=truth, overwrite=overwrite)
+        return
+    write_error: BaseException | None = None
+    if info.is_main:
+        try:
+            rec.paths = write_outputs(rec, out_dir, truth=truth, overwrite=overwrite)
+        except (PtychoPINNError, OSError) as exc:
+            write_error = exc if isinstance(exc, PtychoPINNError) else ConfigError(f"{out_dir}: writing the reconstruction failed: {exc}")
+    dist_.agree(write_error)  # also a barrier: the files exist when any rank returns
 
 
 def _stitch_probe(scan: Any, net: Any, *, warn: bool) -> np.ndarray:
