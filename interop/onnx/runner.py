@@ -157,9 +157,8 @@ def run_onnx(
     crop/bin; `crop_detector` crops to the model's N). Bad pixels are excluded from the
     normalisation and filled at the input exactly as in `ptychopinn.reconstruct`.
     """
-    from ptychopinn.data import load_scan, normalization_factor
+    from ptychopinn.data import normalization_factor
     from ptychopinn.io.atomic import check_output
-    from ptychopinn.data.detector import size_hint
 
     t0 = time.perf_counter()
     if out_dir is not None:
@@ -169,47 +168,14 @@ def run_onnx(
     if chunk is not None and chunk < 1:
         raise ConfigError(f"chunk must be >= 1 groups, got {chunk}")
     session, info = open_session(model, providers, threads=threads)
-    if isinstance(scan_or_path, (str, os.PathLike)):
-        scan = load_scan(scan_or_path, mmap=chunk is not None, options=None if load is None else load.for_size(info.N))
-    elif hasattr(scan_or_path, "diffraction") and hasattr(scan_or_path, "xcoords"):
-        if load is not None and not load.is_default:
-            raise ConfigError("load options (--diffraction-units, --pixel-size, --crop-detector, --bin) apply to scan files; pass them to data.load_scan for an in-memory Scan")
-        scan = scan_or_path
-    else:
-        raise DataError(f"expected a scan file path or a ptychopinn.data.Scan, got {type(scan_or_path).__name__}")
-    label = _label(scan)
-    N = info.N
-    if scan.N != N:
-        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}" + size_hint(scan.N, N))
-    crop = info.stitch_crop if crop is None else int(crop)
-    if not 1 <= crop <= N:
-        raise ConfigError(f"crop must be in [1, {N}], got {crop}")
-
+    scan, label, crop = _checked_scan(scan_or_path, info, chunk, crop, load)
     groups = _group(scan, info)
     if groups.n_groups == 0:
         raise DataError(f"{label}: no groups to reconstruct")
     factor = float(normalization_factor(scan.diffraction, groups.indices, bad_pixels=getattr(scan, "bad_pixels", None)))
     scale = np.float32(factor * float(info.intensity_scale))  # GroupDataset: x *= float32(f · s)
-
     centres = np.asarray(groups.centres, dtype=np.float64)
-    obj_shape = tuple(scan.object.shape) if scan.object is not None else None
-    (H, W), origin = geometry.canvas_geometry(centres, crop, obj_shape)
-    num, den = stitch_np.new_canvas((H, W), np.complex64)
-    weights = geometry.patch_weights(scan.probe, crop, info.stitch_weight)
-    step = batch_size if chunk is None else max(batch_size, (chunk // batch_size) * batch_size)
-    inference = 0.0
-    for b, x, offsets in _batches(scan, groups, scale, batch_size, step):
-        t = time.perf_counter()
-        real, imag = session.run(["object_real", "object_imag"], {"diffraction": x, "offsets": offsets})
-        inference += time.perf_counter() - t
-        patches = np.empty(real.shape, dtype=np.complex64)
-        patches.real, patches.imag = real, imag
-        cropped = np.ascontiguousarray(geometry.centre_crop(patches, crop))
-        stitch_np.stitch(cropped, centres[b] - origin, (H, W), weights=weights, out=(num, den))
-    covered = den > 0
-    obj = num  # normalise in place: the canvas stays the only large array
-    np.divide(num, den + np.float32(info.stitch_eps), out=obj)
-    obj[~covered] = 0
+    obj, den, origin, inference = _infer_and_stitch(session, info, scan, groups, centres, scale, crop, batch_size, chunk)
     rec = OnnxReconstruction(
         object=obj,
         weight=den,
@@ -228,6 +194,54 @@ def run_onnx(
         rec.paths = write_outputs(rec, Path(out_dir), model=Path(model), label=label, formats=formats, images=images, overwrite=overwrite)
     rec.total_s = time.perf_counter() - t0
     return rec
+
+
+def _checked_scan(scan_or_path: Any, info: Any, chunk: int | None, crop: int | None, load: Any) -> tuple[Any, str, int]:
+    """(scan, label, stitched crop): the scan loaded (memory-mapped with `chunk`) and checked against the model."""
+    from ptychopinn.data import load_scan
+    from ptychopinn.data.detector import size_hint
+
+    if isinstance(scan_or_path, (str, os.PathLike)):
+        scan = load_scan(scan_or_path, mmap=chunk is not None, options=None if load is None else load.for_size(info.N))
+    elif hasattr(scan_or_path, "diffraction") and hasattr(scan_or_path, "xcoords"):
+        if load is not None and not load.is_default:
+            raise ConfigError("load options (--diffraction-units, --pixel-size, --crop-detector, --bin) apply to scan files; pass them to data.load_scan for an in-memory Scan")
+        scan = scan_or_path
+    else:
+        raise DataError(f"expected a scan file path or a ptychopinn.data.Scan, got {type(scan_or_path).__name__}")
+    label = _label(scan)
+    N = info.N
+    if scan.N != N:
+        raise DataError(f"{label}: key 'diffraction' has {scan.N}x{scan.N} patterns, the model expects N={N}" + size_hint(scan.N, N))
+    crop = info.stitch_crop if crop is None else int(crop)
+    if not 1 <= crop <= N:
+        raise ConfigError(f"crop must be in [1, {N}], got {crop}")
+    return scan, label, crop
+
+
+def _infer_and_stitch(session: Any, info: Any, scan: Any, groups: Any, centres: np.ndarray, scale: np.float32, crop: int,
+                      batch_size: int, chunk: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """ONNX Runtime over every group, each central `crop` stitched as it comes:
+    (object (H, W) complex64, weight sum (H, W) float32, origin [x, y] px, inference seconds)."""
+    obj_shape = tuple(scan.object.shape) if scan.object is not None else None
+    (H, W), origin = geometry.canvas_geometry(centres, crop, obj_shape)
+    num, den = stitch_np.new_canvas((H, W), np.complex64)
+    weights = geometry.patch_weights(scan.probe, crop, info.stitch_weight)
+    step = batch_size if chunk is None else max(batch_size, (chunk // batch_size) * batch_size)
+    inference = 0.0
+    for b, x, offsets in _batches(scan, groups, scale, batch_size, step):
+        t = time.perf_counter()
+        real, imag = session.run(["object_real", "object_imag"], {"diffraction": x, "offsets": offsets})
+        inference += time.perf_counter() - t
+        patches = np.empty(real.shape, dtype=np.complex64)
+        patches.real, patches.imag = real, imag
+        cropped = np.ascontiguousarray(geometry.centre_crop(patches, crop))
+        stitch_np.stitch(cropped, centres[b] - origin, (H, W), weights=weights, out=(num, den))
+    covered = den > 0
+    obj = num  # normalise in place: the canvas stays the only large array
+    np.divide(num, den + np.float32(info.stitch_eps), out=obj)
+    obj[~covered] = 0
+    return obj, den, origin, inference
 
 
 def write_outputs(
