@@ -109,6 +109,112 @@ def _pull(win: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor
     return (1 - ax) * t[:, :, :-1] + ax * t[:, :, 1:]
 
 
+#: window pixels per chunk of the no-grad fast path: patch + window buffers stay in L2 (~1 MiB)
+_FAST_CHUNK_PIXELS = 1 << 16
+
+
+def _window_view(flat: torch.Tensor, H: int, W: int, h1: int, w1: int, lanes: int) -> torch.Tensor:
+    """Overlapping view `(R, h1, w1·lanes)` of an `(H, W, lanes)` canvas: slice `p` is the window
+    whose top-left pixel is flat pixel `p` (valid for windows fully inside; `R` = last such + 1)."""
+    R = (H - h1) * W + (W - w1) + 1
+    return flat.as_strided((R, h1, w1 * lanes), (lanes, W * lanes, 1))
+
+
+def _stitch_fast(patches, x0, y0, fx, fy, weights, flat_num, flat_den, H: int, W: int, lanes: int, chunk: int, itype) -> None:
+    """No-grad splat (same sums as the autograd path up to rounding).
+
+    Per chunk of `k` patches: the `(k, h+1, w+1, lanes)` windows are built by two lerps (along x,
+    then y) in reused zero-bordered buffers, the weight windows likewise (without weights: the
+    rank-one product of the edge weights; no matmul, whose BLAS threading costs more than it
+    saves at this size), and each is added with ONE `index_add_` of whole windows along dim 0 of an overlapping window
+    view of the canvas (a contiguous block add per window row; no per-pixel index). Patches
+    whose window leaves the canvas take the per-pixel path (masked, clamped `_flat_index`, as the
+    autograd path) and are zeroed in the buffers. One host sync per call (which chunks hold such
+    patches). Extra memory: `O(chunk · h · w)`.
+    """
+    n, h, w = patches.shape
+    h1, w1 = h + 1, w + 1
+    rdt = fx.dtype
+    dev = patches.device
+    is_c = patches.is_complex()
+    inside = (x0 >= 0) & (x0 + w1 <= W) & (y0 >= 0) & (y0 + h1 <= H)
+    fits = H >= h1 and W >= w1
+    base = torch.where(inside, y0 * W + x0, 0).to(itype)  # edge windows are zeroed and added at 0
+    edge_chunks = set(((~inside).nonzero().squeeze(1) // chunk).tolist()) if fits else set(range(0, n, chunk))
+    vnum = _window_view(flat_num, H, W, h1, w1, lanes) if fits else None
+    vden = _window_view(flat_den, H, W, h1, w1, 1) if fits else None
+    per_patch = weights is not None and weights.dim() == 3
+    wts = None if weights is None else weights.to(rdt)
+    gx, gy = fx.view(n, 1, 1, 1), fy.view(n, 1, 1, 1)
+    hx = (1 - fx).view(n, 1, 1, 1)
+    kmax = min(chunk, n)
+    # zero borders: column 0 / w+1 of the `p*` buffers and rows 0 / h+1 of the `t*` buffers are
+    # never written, so each lerp covers the whole window (no separate edge columns / rows)
+    pbuf = torch.zeros(kmax, h, w + 2, lanes, dtype=rdt, device=dev) if weights is not None else None
+    tbuf = torch.zeros(kmax, h + 2, w1, lanes, dtype=rdt, device=dev)
+    qbuf = torch.empty(kmax, h1, w1, lanes, dtype=rdt, device=dev)
+    qwbuf = torch.empty(kmax, h1, w1, dtype=rdt, device=dev)
+    if wts is None:
+        ax = _edge_weights(fx, w)[:, None, :]  # (n, 1, w+1): the weight window is rank one
+        ay = _edge_weights(fy, h)[:, :, None]
+    else:
+        twbuf = torch.zeros(kmax, h + 2, w1, dtype=rdt, device=dev)
+        if per_patch:
+            pwbuf = torch.zeros(kmax, h, w + 2, dtype=rdt, device=dev)
+        else:
+            pwbuf = torch.zeros(1, h, w + 2, dtype=rdt, device=dev)
+            pwbuf[0, :, 1 : w + 1] = wts
+    pr = torch.view_as_real(patches) if is_c else patches.unsqueeze(-1)
+    views = None
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        k = e - s
+        if views is None or k < kmax:  # buffer views, rebuilt only for a short last chunk
+            t, q, qw = tbuf[:k, 1 : h + 1], qbuf[:k], qwbuf[:k]
+            t_in, t_lo, t_hi = t[:, :, 1:w], tbuf[:k, 1:], tbuf[:k, :-1]
+            t_c0, t_cw = t[:, :, :1], t[:, :, w:]
+            pb = pbuf[:k] if pbuf is not None else None
+            pb_in = pb[:, :, 1 : w + 1] if pb is not None else None
+            q2 = q.view(k, h1, w1 * lanes)
+            if wts is not None:
+                tw_in, tw_lo, tw_hi = twbuf[:k, 1 : h + 1], twbuf[:k, 1:], twbuf[:k, :-1]
+                pw = pwbuf[:k] if per_patch else pwbuf
+                pw_in, pw_lo, pw_hi = pw[:, :, 1 : w + 1], pw[:, :, 1:], pw[:, :, :-1]
+            views = True
+        p = pr[s:e]
+        if wts is None:
+            torch.lerp(p[:, :, 1:], p[:, :, :-1], gx[s:e], out=t_in)
+            torch.mul(p[:, :, :1], hx[s:e], out=t_c0)
+            torch.mul(p[:, :, w - 1 :], gx[s:e], out=t_cw)
+            torch.mul(ay[s:e], ax[s:e], out=qw)
+        else:
+            wk = wts[s:e] if per_patch else wts
+            torch.mul(p, wk.unsqueeze(-1), out=pb_in)
+            torch.lerp(pb[:, :, 1:], pb[:, :, :-1], gx[s:e], out=t)
+            if per_patch:
+                pw_in.copy_(wk)
+            torch.lerp(pw_lo, pw_hi, gx[s:e, 0], out=tw_in)
+            torch.lerp(tw_lo, tw_hi, gy[s:e, 0], out=qw)
+        torch.lerp(t_lo, t_hi, gy[s:e], out=q)
+        if s // chunk in edge_chunks:
+            ei = (~inside[s:e]).nonzero().squeeze(1)
+            ex0, ey0 = x0[s:e][ei], y0[s:e][ei]
+            _, vc = _axis_index(ex0, w1, W)
+            _, vr = _axis_index(ey0, h1, H)
+            mask = vr.to(rdt)[:, :, None] * vc.to(rdt)[:, None, :]
+            idx = _flat_index(ex0, ey0, h1, w1, H, W, 1, itype)
+            flat_den.index_add_(0, idx.view(-1), (qw[ei] * mask).view(-1))
+            if lanes > 1:
+                idx = _flat_index(ex0, ey0, h1, w1, H, W, lanes, itype)
+            flat_num.index_add_(0, idx.view(-1), (q[ei] * mask.unsqueeze(-1)).view(-1))
+            if not fits:
+                continue
+            q[ei] = 0
+            qw[ei] = 0
+        vden.index_add_(0, base[s:e], qw)
+        vnum.index_add_(0, base[s:e], q2)
+
+
 def _check(patches_shape, positions: torch.Tensor, weights: torch.Tensor | None, name: str):
     n = patches_shape[0]
     if positions.shape != (n, 2):
@@ -162,10 +268,17 @@ def stitch(
     is_c = num.is_complex()
     flat_num = torch.view_as_real(num).view(-1) if is_c else num.view(-1)
     flat_den = den.view(-1)
-    chunk = chunk_size or default_chunk_size(h, w)
     x0, y0, fx, fy = _split_positions(positions, h, w, rdt, dev)
     L = 2 if is_c else 1
     itype = torch.int32 if H * W * L < 2**31 - 1 else torch.int64
+    needs_grad = torch.is_grad_enabled() and (
+        patches.requires_grad or positions.requires_grad or (weights is not None and weights.requires_grad)
+    )
+    if not needs_grad:
+        chunk = chunk_size or max(1, _FAST_CHUNK_PIXELS // ((h + 1) * (w + 1)))
+        _stitch_fast(patches, x0, y0, fx, fy, weights, flat_num, flat_den, H, W, L, chunk, itype)
+        return num, den
+    chunk = chunk_size or default_chunk_size(h, w)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         k = e - s
