@@ -263,6 +263,8 @@ def stitch(
     `numerator = Σ splat(w · patch)`, `weight_sum = Σ splat(w)`. With `out=(num, den)` (contiguous)
     the sums are accumulated into those tensors in place and returned. Differentiable w.r.t.
     `patches` and `positions`. On CUDA the accumulation order (atomics) is not deterministic.
+    On CPU without autograd the whole-window path runs (patches added in canvas order, serially:
+    deterministic; equal to the autograd path up to float rounding).
     Non-finite patch values propagate (also from dropped pixels, into the nearest edge pixel).
     """
     if patches.dim() != 3:
