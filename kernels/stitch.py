@@ -175,7 +175,7 @@ def _stitch_fast(patches, x0, y0, fx, fy, weights, flat_num, flat_den, H: int, W
     dev = patches.device
     # patches in canvas order (row-major by window corner): consecutive windows share canvas
     # rows, so the index_add_ read-modify-writes hit the cache (~1.8x on canvases beyond L2)
-    order = torch.argsort(y0 * W + x0)
+    order = torch.argsort(y0 * W + x0, stable=True)
     x0, y0, fx, fy = x0[order], y0[order], fx[order], fy[order]
     inside = (x0 >= 0) & (x0 + w1 <= W) & (y0 >= 0) & (y0 + h1 <= H)
     base = torch.where(inside, y0 * W + x0, 0).to(itype)  # edge windows are zeroed and added at 0
