@@ -18,7 +18,8 @@ GROUP = "kernels"
 
 def _bytes_stitch(n: int, h: int, w: int) -> float:
     """Bytes moved by a bilinear splat: patches read (complex64) + read-modify-write of the
-    numerator (8 B) and weight sum (4 B) over each (h+1)×(w+1) window (as benchmarks/stitch_scale.py)."""
+    numerator (8 B) and weight sum (4 B) over each (h+1)×(w+1) window (as benchmarks/stitch_scale.py).
+    The data the splat must touch; index tensors and in-cache window buffers are not counted."""
     return n * h * w * 8 + n * (h + 1) * (w + 1) * (8 + 4) * 2
 
 
