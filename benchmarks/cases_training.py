@@ -9,8 +9,7 @@ import numpy as np
 import torch
 
 from ptychopinn.config import ModelConfig, TrainConfig
-from ptychopinn.train import ADAM_EPS
-from ptychopinn.train import master_weights
+from ptychopinn.train import ADAM_EPS, master_weights
 from ptychopinn.train.losses import batch_loss
 
 from .common import TF_MISSING, Context, Row, run_tf_worker, skipped, tf_available

@@ -8,8 +8,8 @@ time), and prints the top rows of each as Markdown tables (docs/benchmarks.md, i
 from __future__ import annotations
 
 import argparse
-import cProfile
 import contextlib
+import cProfile
 import io
 import pstats
 import tempfile

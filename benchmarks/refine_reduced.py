@@ -3,13 +3,16 @@
     PYTHONPATH=. python benchmarks/refine_reduced.py OUT.json DEVICE OBJECT_SIZE N_TRAIN N_TEST TRAIN_EPOCHS [FILTER_SCALE [DOSE]]
 """
 import json
-import numpy as np
 import sys
 import time
-from pathlib import Path
 from dataclasses import asdict, replace
-from benchmarks.common import Context
+from pathlib import Path
+
+import numpy as np
+
 from benchmarks import cases_refine as cr
+from benchmarks.common import Context
+
 out, device, size, ntr, nte, ep = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
 fs = int(sys.argv[7]) if len(sys.argv) > 7 else 2
 doses = (float(sys.argv[8]),) if len(sys.argv) > 8 else None

@@ -5,7 +5,6 @@ from typing import Any
 
 from .suite import HEADERS, REGENERATE, table_rows
 
-
 #: The explanatory part of docs/benchmarks.md (kept here so that regenerating keeps it).
 ABOUT = """## What is measured
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
-import keras
 
 from ptychopinn.config import ModelConfig
 from ptychopinn.model import architecture as arch

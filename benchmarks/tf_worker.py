@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
+    from ptychopinn.config import ModelConfig
+
     from . import tf_reference as ref
     from .timing import measure
-    from ptychopinn.config import ModelConfig
 
     ref.tf_threads(int(spec.get("threads", 0)))
 

@@ -92,8 +92,8 @@ def export_onnx(
 
     from ptychopinn import __version__
     from ptychopinn.config import config_to_dict
-    from ptychopinn.io.atomic import atomic_write
     from ptychopinn.data.inputs import inference_data_config
+    from ptychopinn.io.atomic import atomic_write
     from ptychopinn.reconstruct.geometry import default_crop
 
     from .wrapper import ObjectGraph

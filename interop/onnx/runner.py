@@ -31,7 +31,6 @@ import numpy as np
 from ptychopinn.errors import ConfigError, DataError, PtychoPINNError
 from ptychopinn.io.extras import is_missing_extra, missing_extra_message
 from ptychopinn.io.outputs import write_reconstruction_dir
-
 from ptychopinn.reconstruct import geometry
 
 from . import stitch_np
@@ -324,8 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not formats or any(f not in ("npz", "h5") for f in formats):
             raise ConfigError(f"--format must list npz and/or h5, got {args.format!r}")
-        from ptychopinn.messages import one_line_warnings
         from ptychopinn.data.options import load_options_from_flags
+        from ptychopinn.messages import one_line_warnings
 
         one_line_warnings("ptychopinn-onnx")
         load = load_options_from_flags(args.diffraction_units, args.pixel_size, args.crop_detector, args.bin)

@@ -21,6 +21,7 @@ from ptychopinn.errors import ModelFormatError
 from ptychopinn.grid import centre_crop
 from ptychopinn.model.network import REASSEMBLY_EPS, PtychoPINN
 
+
 def _pad_centre(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad the last two axes `(…, n, n)` to `(…, size, size)`, (size − n)//2 before (real)."""
     n = x.shape[-1]

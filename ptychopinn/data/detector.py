@@ -21,6 +21,7 @@ in object pixels scale by W/S and an `(S, S)` probe is resampled (`transform_pro
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import DataError

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptychopinn.kernels import conv2d_master_weight
+
 from ..config import ModelConfig
 from . import architecture as arch
 from .functional import amp_activation, border_mask, pad_centre, phase_activation
-from ptychopinn.kernels import conv2d_master_weight
 
 
 class Conv2d(nn.Conv2d):

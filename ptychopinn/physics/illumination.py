@@ -4,7 +4,6 @@ The `nn.Module` holding the probe is `physics.operator.PtychographyOperator`.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor

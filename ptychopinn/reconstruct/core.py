@@ -32,11 +32,11 @@ from ..io.loaders import load_any_model as _load_path
 from ..kernels import normalize
 from ..kernels import stitch as kstitch
 from ..metrics import evaluate
-from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
-from .stitchers import get_stitcher
 from .finetune import finetune as run_finetune
+from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 from .outputs import write_outputs
 from .refine import refine_stitched
+from .stitchers import get_stitcher
 
 log = logging.getLogger("ptychopinn")
 

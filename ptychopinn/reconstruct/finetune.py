@@ -21,8 +21,8 @@ import torch
 from .. import io
 from ..config import ModelConfig, TrainConfig, config_from_dict
 from ..errors import ConfigError, DataError
-from ..train.losses import batch_loss, needs_labels
 from ..train.loop import ADAM_EPS
+from ..train.losses import batch_loss, needs_labels
 
 log = logging.getLogger("ptychopinn")
 

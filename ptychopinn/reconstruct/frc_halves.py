@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from ..data.inputs import as_scan, inference_data_config, scan_label
 from ..errors import ConfigError, DataError
 from ..io.device import resolve_device
 from ..io.outputs import save_frc_plot  # re-exported: the plot is written by the one output writer (io.outputs)
 from ..metrics.frc import ONE_SEVENTH, FRCCrossing, frc, frc_resolution, half_bit_threshold, ring_counts
-from ..data.inputs import as_scan, inference_data_config, scan_label
 from .core import load_any_model, reconstruct
 from .geometry import covered_box
 

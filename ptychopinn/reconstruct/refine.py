@@ -35,11 +35,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .. import distributed as dist_
 from ..errors import ConfigError, DataError
 from ..kernels import gather_patches
 from ..kernels import stitch as kstitch
 from ..physics.operator import mixed_state_intensity
-from .. import distributed as dist_
 
 log = logging.getLogger("ptychopinn")
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..config import SUPPORTED_N, SimulationConfig, config_to_dict
+from ..data import save_scan, save_scan_h5
 from ..errors import ConfigError
 from ..physics.diffraction import amplitude_from_intensity
 from ..physics.operator import PtychographyOperator, intensity_from_exit_waves
@@ -40,7 +41,6 @@ from ..physics.probe import default_probe, mixed_state_probe, normalize_probe
 from ..physics.scaling import photon_scale
 from .objects import make_object
 from .scan import make_scan_positions
-from ..data import save_scan, save_scan_h5
 
 #: patterns per vectorised chunk (bounds memory: 4096·N² complex64 ≈ 128 MiB at N = 64)
 CHUNK = 4096

@@ -16,7 +16,6 @@ from ptychopinn.cli import main
 from ptychopinn.config import SimulationConfig
 from tests.conftest import rel_l2
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 

@@ -44,9 +44,8 @@ def simulated_session(
     from ptychodus.api.reconstruct import ReconstructInput
 
     from ptychopinn.config import SimulationConfig
-    from ptychopinn.simulate import simulate
-
     from ptychopinn.data import make_scan
+    from ptychopinn.simulate import simulate
 
     arrays = simulate(SimulationConfig(N=N, object_size=object_size, n_positions=n_positions, nphotons=1e6, seed=seed))
     arrays.pop("_metadata")

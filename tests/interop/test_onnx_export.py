@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 
 from ptychopinn import io

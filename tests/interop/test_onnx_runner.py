@@ -13,18 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import torch
 
 from ptychopinn import data, io  # noqa: E402
 from ptychopinn.config import ModelConfig  # noqa: E402
-from ptychopinn.interop.onnx import export_onnx, run_onnx  # noqa: E402
-from ptychopinn.interop.onnx import stitch_np  # noqa: E402
-from ptychopinn.reconstruct import geometry  # noqa: E402
+from ptychopinn.interop.onnx import (  # noqa: E402
+    export_onnx,
+    run_onnx,
+    stitch_np,  # noqa: E402
+)
 from ptychopinn.interop.onnx.runner import main as runner_main  # noqa: E402
 from ptychopinn.kernels import stitch as torch_stitch  # noqa: E402
 from ptychopinn.model import PtychoPINN  # noqa: E402
-from ptychopinn.reconstruct import reconstruct  # noqa: E402
+from ptychopinn.reconstruct import (
+    geometry,  # noqa: E402
+    reconstruct,  # noqa: E402
+)
 from tests.conftest import REPO_ROOT, rel_l2  # noqa: E402
 
 N = 64

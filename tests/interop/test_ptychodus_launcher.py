@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("ptychodus", reason="needs the ptychodus extra (CI installs it)")
 
+from _ptychodus_helpers import mapped_positions, simulated_session, write_diffraction_file  # noqa: E402
 from ptychodus.api.io import load_product, save_product  # noqa: E402
 
-from _ptychodus_helpers import mapped_positions, simulated_session, write_diffraction_file  # noqa: E402
 from conftest import legacy_dir  # noqa: E402
 from ptychopinn.interop.ptychodus import launcher  # noqa: E402
 from ptychopinn.interop.ptychodus.reconstructor import PtychoPINNReconstructor  # noqa: E402

@@ -10,8 +10,6 @@ import pytest
 
 pytest.importorskip("ptychodus", reason="needs the ptychodus extra (CI installs it)")
 
-from ptychodus.api.io import load_product, save_product  # noqa: E402
-
 from _ptychodus_helpers import (  # noqa: E402
     CENTER_M,
     DISTANCE_M,
@@ -21,6 +19,8 @@ from _ptychodus_helpers import (  # noqa: E402
     simulated_session,
     write_diffraction_file,
 )
+from ptychodus.api.io import load_product, save_product  # noqa: E402
+
 from conftest import legacy_dir, one_line_error  # noqa: E402
 from ptychopinn.cli import main  # noqa: E402
 from ptychopinn.interop.ptychodus import product as pm  # noqa: E402

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("ptychodus", reason="needs the ptychodus extra (CI installs it)")
 
+from _ptychodus_helpers import mapped_positions, simulated_session  # noqa: E402
 from ptychodus.api.product import Product  # noqa: E402
 from ptychodus.api.reconstruct import ReconstructOutput, TrainableReconstructor, TrainOutput  # noqa: E402
 
-from _ptychodus_helpers import mapped_positions, simulated_session  # noqa: E402
 from conftest import legacy_dir, rel_l2  # noqa: E402
 from ptychopinn.errors import ConfigError  # noqa: E402
 from ptychopinn.interop.ptychodus import PtychoPINNReconstructor  # noqa: E402

@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ptychopinn.kernels import conv2d_master_weight
-from ptychopinn.kernels import mixed_conv
+from ptychopinn.kernels import conv2d_master_weight, mixed_conv
 
 
 def _case(seed: int = 0, B: int = 6, cin: int = 8, cout: int = 16, H: int = 32):

@@ -18,8 +18,8 @@ def _probe(N=64):
 
 
 def test_registry_names_and_unknown_generator():
-    from ptychopinn.model.generators import available_generators, get_generator
     from ptychopinn.model import PtychoPINN
+    from ptychopinn.model.generators import available_generators, get_generator
 
     assert available_generators()[:2] == ("cnn", "fno")
     assert get_generator("cnn").tf_bundle and not get_generator("fno").tf_bundle and not get_generator("fno").onnx

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ptychopinn.physics import diffract, far_field_intensity, pad_and_diffract
 from conftest import load_op_fixture, rel_l2
+from ptychopinn.physics import diffract, far_field_intensity, pad_and_diffract
 
 AMP_REL_L2 = 1e-6
 INT_MAX_ABS_REL = 1e-6

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_op_fixture
 from ptychopinn.physics import (
     complex_mae,
     mae,
@@ -13,7 +14,6 @@ from ptychopinn.physics import (
     realspace_loss,
     total_variation,
 )
-from conftest import load_op_fixture
 
 
 def _fixture():
