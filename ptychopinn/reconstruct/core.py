@@ -235,7 +235,8 @@ def _check_options(precision: str, refine: Any, finetune: Any, save_finetuned: A
         raise ConfigError("save_finetuned needs finetune=FinetuneConfig(epochs >= 1)")
 
 
-def _prepare_agreed(info, out_dir, overwrite, frc_halves, stitch, model, scan_or_path, data_config, batch_size, crop, weight, device, load):
+def _prepare_agreed(info: Any, out_dir: Any, overwrite: bool, frc_halves: bool, stitch: str, model: Any, scan_or_path: Any,
+                    data_config: Any, batch_size: int, crop: int | None, weight: str, device: Any, load: Any) -> Any:
     """`_prepare` after the output/request checks; under torchrun every rank raises when any
     rank's inputs are bad (no rank is left waiting in a collective)."""
     error: BaseException | None = None

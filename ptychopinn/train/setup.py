@@ -201,18 +201,19 @@ def determinism(enabled: bool, seed: int) -> Iterator[None]:
     prev_bench = torch.backends.cudnn.benchmark
     prev_det = torch.backends.cudnn.deterministic
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    prev_fill = torch.utils.deterministic.fill_uninitialized_memory
+    # getattr/setattr: the flag is a property of a module subclass that type checkers do not see
+    prev_fill = getattr(torch.utils.deterministic, "fill_uninitialized_memory")
     torch.use_deterministic_algorithms(True)
     # Deterministic mode also NaN-fills every new tensor (a debugging aid that catches reads of
     # uninitialised memory, ~4 % of a CPU step); the kernels here never read before writing.
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    setattr(torch.utils.deterministic, "fill_uninitialized_memory", False)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(prev_alg, warn_only=prev_warn)
-        torch.utils.deterministic.fill_uninitialized_memory = prev_fill
+        setattr(torch.utils.deterministic, "fill_uninitialized_memory", prev_fill)
         torch.backends.cudnn.benchmark = prev_bench
         torch.backends.cudnn.deterministic = prev_det
         random.setstate(py_state)
