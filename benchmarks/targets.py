@@ -48,6 +48,8 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     t1 = "training/n64_gs1"
     v, d = _speedup(rows, [f"{t1}/eager_f32", f"{t1}/eager_f32_channels_last", f"{t1}/compiled_f32"], f"{t1}/tf")
     add("train_step_vs_tf", "one training step N=64 gs1 vs TF", v, ">=", 1.5, d)
+    v, d = _speedup(rows, [f"{t1}/eager_bf16"], f"{t1}/tf")
+    add("train_step_bf16_vs_tf", "one bfloat16-autocast training step N=64 gs1 vs TF (float32)", v, ">=", 2.0, d)
     s = rows.get("stitch/ours")
     n = s["items"] if s else None
     v, d = _speedup(rows, ["stitch/ours"], "stitch/tf")
@@ -61,11 +63,15 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         add("stitch_1e6_peak_rss", "1,000,000 patches of 64x64: peak RSS (GB)", None, "<", 2.0,
             f"(largest measured: {big[-1]['items']:.0f} patches)" if big else "(not measured)")
+    # issue 17: at 1e4-1e6 patches, i.e. the worst of the rows in that range must reach 30 %
     fr = [(c["metrics"].get("fraction_of_bandwidth"), c["name"]) for c in report["cases"]
-          if _ok(c) and (c["name"] == "stitch64/ours" or c["name"].startswith("stitch_scale/ours/"))]
+          if _ok(c) and (c["name"] == "stitch64/ours" or c["name"].startswith("stitch_scale/ours/"))
+          and 1e4 <= (c["items"] or 0) <= 1e6]
     fr = [x for x in fr if x[0] is not None]
-    best = max(fr) if fr else (None, "(not measured)")
-    add("stitch_bandwidth_fraction", "stitching bytes moved/s as a fraction of the copy bandwidth", best[0], ">=", 0.3, str(best[1]))
+    worst = min(fr) if fr else (None, "(not measured)")
+    detail = f"worst: {worst[1]}" + (f"; best {max(fr)[0]:.2f} ({max(fr)[1]})" if fr else "")
+    add("stitch_bandwidth_fraction", "stitching bytes moved/s as a fraction of the copy bandwidth, 1e4-1e6 patches (worst row)",
+        worst[0], ">=", 0.3, detail)
     v, d = _speedup(rows, [f"{g1}/onnxruntime"], f"{g1}/eager_f32")
     add("onnx_vs_eager", "ONNX Runtime vs torch eager float32 (N=64 gs1)", v, ">=", 1.0, d)
     # issue 17: the user commands end to end (benchmarks/cases_commands.py)
