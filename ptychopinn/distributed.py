@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -134,6 +135,9 @@ def session(device: str | torch.device | None = "auto", *, timeout_s: float | No
     dist.init_process_group(**kwargs)
     try:
         yield info
+        # unreachable DDP wrappers (their reducers hold the group's work objects) are freed while
+        # the group still exists, not by a later collection after it is destroyed
+        gc.collect()
         dist.barrier()  # nobody tears the group down while another rank is still talking
     finally:
         with contextlib.suppress(Exception):
