@@ -16,6 +16,7 @@ training epochs); `--quick` shrinks everything (smoke test only, numbers meaning
 """
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,7 +34,7 @@ from ptychopinn.reconstruct.refine import RefineConfig, predicted_intensity, ref
 from ptychopinn.simulate.objects import grf_object
 from ptychopinn.simulate.scan import make_scan_positions
 
-from .common import Context, Row
+from .common import Context, Row, run_ptychi_worker, skipped
 from .timing import stats_of
 
 GROUP = "quality"
@@ -50,11 +51,12 @@ class Recipe:
     iterative_epochs: tuple[int, ...] = (10, 50, 100)
     doses: tuple[float, ...] = (1e9, 1e4)
     n_filters_scale: int = 2
+    ptychi_epochs: tuple[int, ...] = (10, 50, 100)
 
 
 FULL = Recipe()
 QUICK = Recipe(object_size=112, n_train=32, n_test=16, train_epochs=1, refine_epochs=(2,), finetune_epochs=1,
-               iterative_epochs=(2,), doses=(1e9,), n_filters_scale=1)
+               iterative_epochs=(2,), doses=(1e9,), n_filters_scale=1, ptychi_epochs=(2,))
 
 
 def simulate_phase_object(size: int, n: int, dose: float, seed: int, N: int = 64) -> Any:
@@ -138,6 +140,41 @@ def run_recipe(ctx: Context, recipe: Recipe, prefix: str = "quality/refine", kee
                             role="baseline" if f"{tag}/iterative{E}" == iter_name else "candidate",
                             baselines=[] if f"{tag}/iterative{E}" == iter_name else [iter_name],
                             metrics=_scores(out["object"], truth, region)))
+        rows += _ptychi_rows(ctx, recipe, tag, test_scan, truth, region, net.object.shape, base_desc, iter_name)
+    return rows
+
+
+def _ptychi_rows(ctx: Context, recipe: Recipe, tag: str, scan: Any, truth: np.ndarray, region: tuple[int, int, int, int],
+                 shape: tuple[int, ...], base_desc: str, iter_name: str) -> list[Row]:
+    """pty-chi 2.2 LSQML (fixed true probe, flat start, Gaussian noise model; Poisson too at low
+    dose) on the same scan, in its own venv (`ctx.ptychi_python`, benchmarks/ptychi_worker.py);
+    each row's time runs from the task's construction to the end of its epoch count."""
+    models = ("gaussian",) if scan.metadata.get("nphotons", 1e9) >= 1e6 else ("gaussian", "poisson")
+    names = [(m, E, f"{tag}/ptychi_lsqml_{m}{E}") for m in models for E in recipe.ptychi_epochs]
+    desc = base_desc + ": pty-chi LSQML {E} epochs ({m} noise model), flat start, true probe fixed, batch 96, own venv"
+    if not ctx.ptychi_python:
+        return [skipped(n, GROUP, desc.format(E=E, m=m), "no pty-chi interpreter (--ptychi-python / $PTYCHOPINN_PTYCHI_PYTHON)")
+                for m, E, n in names]
+    rows: list[Row] = []
+    for m in models:
+        arrays = {"diffraction": np.asarray(scan.diffraction, np.float32), "xcoords": scan.coords[:, 0], "ycoords": scan.coords[:, 1],
+                  "probe": np.asarray(scan.probe, np.complex64), "object_shape": np.asarray(shape[:2]),
+                  "epochs": np.asarray(recipe.ptychi_epochs), "noise_model": np.asarray(m), "threads": np.asarray(ctx.threads),
+                  "batch_size": np.asarray(96), "truth": truth.astype(np.complex64)}
+        if getattr(scan, "bad_pixels", None) is not None:
+            arrays["valid"] = ~np.asarray(scan.bad_pixels, bool)
+        ctx.log(f"  {tag}: pty-chi LSQML ({m}, {max(recipe.ptychi_epochs)} epochs)")
+        try:
+            out = run_ptychi_worker(ctx, arrays)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            rows += [skipped(n, GROUP, desc.format(E=E, m=m), str(exc)) for mm, E, n in names if mm == m]
+            continue
+        for E in recipe.ptychi_epochs:
+            name = f"{tag}/ptychi_lsqml_{m}{E}"
+            rows.append(Row(name, GROUP, desc.format(E=E, m=m), stats_of([float(out[f"seconds_{E}"])]), items=recipe.n_test,
+                            unit="patterns/s", baselines=[iter_name],
+                            metrics={**_scores(out[f"object_{E}"], truth, region), "ptychi_version": str(out["ptychi_version"]),
+                                     "forward_check_rel_l2": float(out["forward_check"])}))
     return rows
 
 

@@ -98,6 +98,7 @@ class Context:
     device: str = "cpu"
     verbose: bool = True
     limits: dict[str, float] = field(default_factory=dict)  # "bandwidth_Bps", "flops_f32", "flops_bf16"
+    ptychi_python: str | None = None  # interpreter of a separate venv with pty-chi (benchmarks/ptychi_worker.py)
 
     def log(self, msg: str) -> None:
         if self.verbose:
@@ -143,6 +144,24 @@ def run_tf_worker(ctx: Context, tasks: list[dict[str, Any]], arrays: dict[str, n
     return out
 
 
+def run_ptychi_worker(ctx: Context, arrays: dict[str, np.ndarray], timeout_s: float = 1800) -> dict[str, np.ndarray]:
+    """Run `benchmarks/ptychi_worker.py` on `arrays` (its IN.npz keys) with `ctx.ptychi_python`, the
+    interpreter of pty-chi's own venv (pty-chi pulls its own torch: never in this process).
+    Returns the worker's OUT.npz arrays; RuntimeError with its last stderr line on failure."""
+    if not ctx.ptychi_python:
+        raise RuntimeError("no pty-chi interpreter given (--ptychi-python)")
+    with tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="ptychi_") as d:
+        inp, out = Path(d) / "in.npz", Path(d) / "out.npz"
+        np.savez(inp, **arrays)
+        proc = subprocess.run([ctx.ptychi_python, str(REPO_ROOT / "benchmarks" / "ptychi_worker.py"), str(inp), str(out)],
+                              cwd=d, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0 or not out.exists():
+            lines = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()]
+            raise RuntimeError(f"pty-chi worker failed (rc={proc.returncode}): {lines[-1] if lines else 'no output'}")
+        with np.load(out) as z:
+            return {k: z[k] for k in z.files}
+
+
 def rel_l2(a: Any, b: Any) -> float:
     """‖a − b‖ / ‖b‖ in float64/complex128."""
     a = np.asarray(a)
@@ -171,4 +190,4 @@ def atomic_write_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
-__all__ = ["Row", "Context", "skipped", "tf_available", "run_tf_worker", "rel_l2", "atomic_write_text", "TF_MISSING", "REPO_ROOT"]
+__all__ = ["Row", "Context", "skipped", "tf_available", "run_tf_worker", "run_ptychi_worker", "rel_l2", "atomic_write_text", "TF_MISSING", "REPO_ROOT"]

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", metavar="MD", default=None, help="write a Markdown report (docs/benchmarks.md)")
     parser.add_argument("--threads", type=int, default=0, help="threads for torch / TF / ONNX Runtime (default: available cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--ptychi-python", metavar="PYTHON", default=os.environ.get("PTYCHOPINN_PTYCHI_PYTHON"),
+                        help="the interpreter of a separate venv with pty-chi (`pip install ptychi`; it pulls its own torch): "
+                             "adds pty-chi LSQML rows to the quality group (default: $PTYCHOPINN_PTYCHI_PYTHON)")
 
 
 def _selected_groups(only: list[str] | None) -> list[str]:
@@ -81,7 +84,8 @@ def resolve_baselines(rows: list[Row]) -> None:
                 r.baseline = r.baselines[0]  # named, but not measured in this run
 
 
-def run_suite(quick: bool = False, only: list[str] | None = None, threads: int = 0, verbose: bool = True) -> dict[str, Any]:
+def run_suite(quick: bool = False, only: list[str] | None = None, threads: int = 0, verbose: bool = True,
+              ptychi_python: str | None = None) -> dict[str, Any]:
     """Run the selected groups and return the JSON-ready report."""
     import torch
 
@@ -104,7 +108,7 @@ def run_suite(quick: bool = False, only: list[str] | None = None, threads: int =
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ptychopinn_bench_") as work:
-        ctx = Context(quick=quick, threads=threads, workdir=Path(work), verbose=verbose)
+        ctx = Context(quick=quick, threads=threads, workdir=Path(work), verbose=verbose, ptychi_python=ptychi_python)
         machine = describe(threads)
         machine["host_allocator"] = host_allocator
         for g in groups:
@@ -206,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    report = run_suite(quick=args.quick, only=args.only, threads=args.threads, verbose=not args.quiet)
+    report = run_suite(quick=args.quick, only=args.only, threads=args.threads, verbose=not args.quiet,
+                       ptychi_python=getattr(args, "ptychi_python", None))
     print(format_table(report))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=1) + "\n")
