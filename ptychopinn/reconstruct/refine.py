@@ -59,6 +59,11 @@ class RefineConfig:
     alpha: preconditioner regularisation, a fraction of the batch's maximum illumination.
     momentum: η of the mPIE-style object momentum applied after every epoch ("pie" only):
     v ← η·v + (O − O_epoch start), O ← O + η·v (0 = off).
+    prior_weight: ρ of the network-consistency term ("pie" only; 0 = off): the refinement
+    minimises L + (c/2)·ρ·Ī·Σ w·|O − O_prior|², O_prior the network's object, w its coverage
+    (1 where the network covered, 0 elsewhere), Ī the mean illumination Σ_m |P|² of the whole
+    scan over the covered pixels: ρ = 1 weighs the prior like one scan's worth of data at a
+    typically lit pixel; weakly lit pixels lean on the prior. A learned prior for low doses.
     probe: refine the probe too (from epoch `probe_start`, 0-based); its power Σ|P|² is kept
     fixed (the object absorbs the global scale).
     positions: refine the scan positions (sub-pixel; the mean correction is kept at zero);
@@ -79,6 +84,7 @@ class RefineConfig:
     adam_lr: float = 0.02
     alpha: float = 0.05
     momentum: float = 0.0
+    prior_weight: float = 0.0
     probe: bool = False
     probe_start: int = 1
     probe_step: float = 1.0
@@ -110,6 +116,10 @@ class RefineConfig:
                 raise bad(name, "a number > 0")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise bad("momentum", "a number in [0, 1)")
+        if not (math.isfinite(self.prior_weight) and self.prior_weight >= 0):
+            raise bad("prior_weight", "a number >= 0")
+        if self.prior_weight > 0 and self.optimizer != "pie":
+            raise bad("prior_weight", "0 with optimizer 'adam' (the prior term is part of the 'pie' step)")
         for name in ("alpha", "poisson_eps"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -213,13 +223,17 @@ def refine_canvas(
     config: RefineConfig,
     *,
     valid: np.ndarray | None = None,
+    prior: np.ndarray | torch.Tensor | None = None,
+    prior_mask: np.ndarray | torch.Tensor | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.complex64,
 ) -> RefineResult:
     """Refine `canvas (H, W)` complex against `diffraction (M, N, N)` √counts (array or lazy).
 
     positions `(M, 2)` `[x, y]` canvas px of each pattern; probe `(N, N)` or `(K, N, N)` complex
-    (modes); valid `(N, N)` bool (True = measured pixel) or None. See the module docstring.
+    (modes); valid `(N, N)` bool (True = measured pixel) or None; prior `(H, W)` complex, the
+    object the network-consistency term pulls towards (`config.prior_weight` > 0; default: the
+    starting canvas), prior_mask `(H, W)` its weight w in [0, 1] (default 1). See the module docstring.
     """
     config.validate()
     info = dist_.current()
@@ -249,6 +263,9 @@ def refine_canvas(
         P = P * scale
     probe_power = float((P.abs() ** 2).sum())
     c = 4.0 if cfg.loss == "poisson" else 2.0
+    anchor = None
+    if cfg.prior_weight > 0 and cfg.epochs > 0:
+        anchor = _Prior.build(O, prior, prior_mask, P, pos, cfg.prior_weight, M)
     n_pix = float(N * N) if mask is None else float(mask.sum())
 
     O.requires_grad_(cfg.optimizer == "adam")
@@ -278,7 +295,8 @@ def refine_canvas(
         for s in range(0, M, cfg.batch_size):
             batch = order[s : s + cfg.batch_size]
             mine = batch if info is None else dist_.shard_batch(batch, info.rank, info.world_size)
-            loss_val = _step(O, P, pos, mine, data, mask, cfg, c, with_probe, adam, probe_power, info)
+            loss_val = _step(O, P, pos, mine, data, mask, cfg, c, with_probe, adam, probe_power, info,
+                             None if anchor is None else anchor.per_batch(len(batch)))
             total += loss_val
         if info is not None:
             dist_.all_reduce_sum(total)
@@ -308,8 +326,42 @@ def refine_canvas(
     )
 
 
-def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: bool, adam, probe_power: float, info) -> torch.Tensor:
-    """One minibatch update in place; returns this rank's summed loss (float64, before the step)."""
+class _Prior:
+    """The network-consistency term (c/2)·Σ λ·|O − O_prior|², λ = ρ·Ī·w (RefineConfig.prior_weight)."""
+
+    def __init__(self, target: torch.Tensor, lam: torch.Tensor, M: int) -> None:
+        self.target, self.lam, self.M = target, lam, M
+
+    @classmethod
+    def build(cls, O: torch.Tensor, prior: Any, prior_mask: Any, P: torch.Tensor, pos: torch.Tensor, rho: float, M: int) -> "_Prior":
+        target = O.detach().clone() if prior is None else torch.as_tensor(prior).to(O.dtype).to(O.device)
+        if target.shape != O.shape:
+            raise DataError(f"refinement: prior must match the canvas {tuple(O.shape)}, got {tuple(target.shape)}")
+        w = torch.ones(O.shape, dtype=O.real.dtype, device=O.device) if prior_mask is None else \
+            torch.as_tensor(prior_mask).to(O.real.dtype).to(O.device)
+        if w.shape != O.shape:
+            raise DataError(f"refinement: prior_mask must match the canvas {tuple(O.shape)}, got {tuple(w.shape)}")
+        N = int(P.shape[-1])
+        p2 = (P.detach().abs() ** 2).sum(dim=0)
+        illum = torch.zeros(O.shape, dtype=O.real.dtype, device=O.device)
+        for s in range(0, M, 1024):  # the whole scan's illumination, in bounded chunks
+            b = pos[s : s + 1024].detach()
+            part, _ = kstitch(p2.expand(len(b), N, N).contiguous(), b, tuple(O.shape))
+            illum += part.to(illum.dtype)
+        lit = (w > 0) & (illum > 0)
+        mean_illum = illum[lit].mean() if bool(lit.any()) else illum.max()
+        return cls(target, rho * mean_illum * w, M)
+
+    def per_batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target, λ·b/M): a minibatch of b of the M positions carries b/M of the prior."""
+        return self.target, self.lam * (b / self.M)
+
+
+def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: bool, adam, probe_power: float, info,
+          prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """One minibatch update in place; returns this rank's summed loss (float64, before the step;
+    the data term only). `prior` (target, λ_batch) adds the network-consistency term's gradient
+    c·λ·(O − target) and curvature c·λ after the all-reduce (every rank adds it once)."""
     dev = O.device
     N = int(P.shape[-1])
     t_idx = torch.as_tensor(idx, dtype=torch.int64, device=dev)
@@ -351,6 +403,10 @@ def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: b
                     dist_.all_reduce_sum(torch.view_as_real(gP))
                     dist_.all_reduce_sum(o2)
             denom = c * (illum + cfg.alpha * illum.max().clamp_min(1e-30))
+            if prior is not None:
+                target, lam = prior
+                gO = gO + c * lam * (O.detach() - target)
+                denom = denom + c * lam
             if cfg.object:
                 O -= cfg.step * gO / denom
             if gP is not None:
@@ -459,7 +515,12 @@ def refine_stitched(
     valid = None if bad is None else ~np.asarray(bad, dtype=bool)
     if progress and not config.progress:
         config = replace(config, progress=True)
-    res = refine_canvas(big, scan.diffraction, local - lo, probe, config, valid=valid, device=device)
+    prior_mask = None
+    if config.prior_weight > 0:  # the network-consistency term pulls the covered pixels towards the start
+        prior_mask = np.zeros((Hc, Wc), np.float32)
+        prior_mask[r0 : r0 + obj.shape[0], c0 : c0 + obj.shape[1]][covered] = 1.0
+    res = refine_canvas(big, scan.diffraction, local - lo, probe, config, valid=valid, prior=big if prior_mask is not None else None,
+                        prior_mask=prior_mask, device=device)
     positions = res.positions + lo + org
     out: dict[str, Any] = {
         "object": res.object[r0 : r0 + obj.shape[0], c0 : c0 + obj.shape[1]].copy(),

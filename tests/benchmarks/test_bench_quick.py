@@ -162,3 +162,32 @@ def test_cli_bench_finds_the_checkout() -> None:
 
         main(["bench", "--help"])
     assert exc.value.code == 0
+
+
+def _case_row(name: str, seconds: float, amp: float, phase: float) -> dict:
+    return {"name": name, "status": "ok", "median_s": seconds, "metrics": {"amplitude_ssim": amp, "phase_ssim": phase}}
+
+
+def test_refinement_targets_on_a_synthetic_report() -> None:
+    """Issue 15's goals: the fastest network-based row with both SSIMs >= 0.95 against the
+    100-epoch baselines' time (<= 1/4), and at low dose the SSIM gain over the best baseline row
+    that took no longer (>= 0)."""
+    from benchmarks.targets import evaluate_targets
+
+    p = "quality/refine/"
+    cases = [_case_row(p + "1e9/network", 1.0, 0.5, 0.7), _case_row(p + "1e9/refine10", 1.5, 0.96, 0.97),
+             _case_row(p + "1e9/refine20", 2.0, 0.97, 0.98), _case_row(p + "1e9/refine5", 1.2, 0.90, 0.96),
+             _case_row(p + "1e9/iterative100", 4.0, 0.99, 0.99), _case_row(p + "1e9/ptychi_lsqml_gaussian100", 16.0, 0.97, 0.97),
+             _case_row(p + "1e4/refine10", 1.5, 0.70, 0.95), _case_row(p + "1e4/refine50", 3.0, 0.60, 0.96),
+             _case_row(p + "1e4/iterative10", 0.3, 0.57, 0.91), _case_row(p + "1e4/iterative50", 1.6, 0.58, 0.95),
+             {"name": p + "1e4/ptychi_lsqml_gaussian10", "status": "skipped: no interpreter", "median_s": None, "metrics": {}}]
+    t = {x["name"]: x for x in evaluate_targets({"cases": cases})}
+    hi = t["refine_high_dose_time_vs_iterative"]
+    assert hi["value"] == pytest.approx(1.5 / 4.0) and hi["met"] is False and "refine10" in hi["detail"]
+    assert t["refine_high_dose_time_vs_ptychi_lsqml_gaussian"]["value"] == pytest.approx(1.5 / 16.0)
+    assert t["refine_high_dose_time_vs_ptychi_lsqml_gaussian"]["met"] is True
+    lo = t["refine_low_dose_equal_time_vs_iterative"]
+    # refine10 (1.5 s) only faces iterative10 (0.3 s): min(0.70 - 0.57, 0.95 - 0.91) = 0.04;
+    # refine50 (3.0 s) faces both: min(0.60 - 0.58, 0.96 - 0.95) = 0.01
+    assert lo["value"] == pytest.approx(0.04) and lo["met"] is True and "refine10" in lo["detail"]
+    assert t["refine_low_dose_equal_time_vs_ptychi_lsqml"]["met"] is None  # skipped rows are not measured
