@@ -42,7 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--refine-batch", default=64, metavar="B", help="positions per refinement update (default 64)")
     a("--refine-momentum", default=0.0, metavar="ETA", help="object momentum per epoch in [0, 1) (default 0; 0.5 converges faster at high dose)")
     a("--refine-prior", default=0.0, metavar="RHO", help="weight of the pull towards the network's object (a learned prior; "
-      "default 0: none; ~0.1-1 at low dose, see docs/refinement.md)")
+      "default 0: none; see docs/refinement.md)")
+    a("--refine-prior-highpass", default=0.0, metavar="SIGMA", help="apply --refine-prior only to the detail finer than a "
+      "SIGMA-pixel blur (default 0: all of it)")
+    a("--refine-smooth", default=0.0, metavar="RHO", help="weight of a smoothness regulariser (default 0: none; ~3 at low "
+      "dose, e.g. 1e4 photons per pattern)")
+    a("--refine-smooth-sigma", default=2.0, metavar="SIGMA", help="--refine-smooth penalises the detail finer than a "
+      "SIGMA-pixel blur (default 2)")
     a("--finetune", default=0, metavar="E", help="epochs of self-supervised fine-tuning of the network on this scan (default 0)")
     a("--save-finetuned", default=None, metavar="DIR", help="write the fine-tuned model there (native format; the input model is never changed)")
     add_load_arguments(parser)
@@ -169,15 +175,20 @@ def _refine_options(args: argparse.Namespace):
         raise ConfigError(f"--refine-batch: expected an integer >= 1, got {args.refine_batch!r}")
     if epochs == 0 and (args.refine_probe or args.refine_positions):
         raise ConfigError("--refine-probe/--refine-positions need --refine E with E >= 1")
-    prior = number("refine-prior", args.refine_prior, float)
-    if not (prior >= 0 and prior < float("inf")):
-        raise ConfigError(f"--refine-prior: expected a number >= 0, got {args.refine_prior!r}")
+    regs = {}
+    for flag, field, positive in (("refine-prior", "prior_weight", False), ("refine-prior-highpass", "prior_highpass", False),
+                                  ("refine-smooth", "smooth_weight", False), ("refine-smooth-sigma", "smooth_sigma", True)):
+        raw = getattr(args, flag.replace("-", "_"))
+        v = number(flag, raw, float)
+        if not (v < float("inf") and (v > 0 if positive else v >= 0)):
+            raise ConfigError(f"--{flag}: expected a number {'>' if positive else '>='} 0, got {raw!r}")
+        regs[field] = v
     refine = None
     if epochs > 0:
         refine = RefineConfig(
             epochs=epochs, loss=str(args.refine_loss), batch_size=rbatch,  # type: ignore[arg-type]  # loss: one of argparse's choices (a Literal)
             probe=bool(args.refine_probe), positions=bool(args.refine_positions),
-            momentum=number("refine-momentum", args.refine_momentum, float), prior_weight=prior,
+            momentum=number("refine-momentum", args.refine_momentum, float), **regs,
         )
     ft = number("finetune", args.finetune, int)
     if ft < 0:

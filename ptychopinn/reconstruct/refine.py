@@ -64,6 +64,12 @@ class RefineConfig:
     (1 where the network covered, 0 elsewhere), Ī the mean illumination Σ_m |P|² of the whole
     scan over the covered pixels: ρ = 1 weighs the prior like one scan's worth of data at a
     typically lit pixel; weakly lit pixels lean on the prior. A learned prior for low doses.
+    prior_highpass: σ px (0 = off): the prior acts only on the detail finer than a σ-pixel
+    Gaussian blur, ‖(1 − G_σ)·w·(O − O_prior)‖²: the data keep the coarse structure, the network
+    the fine (at low dose the detail the noise would otherwise fill in).
+    smooth_weight, smooth_sigma: a smoothness regulariser (c/2)·ρ_s·Ī·‖(1 − G_σ)·O‖² (0 = off):
+    penalises the detail finer than a σ-pixel blur everywhere on the canvas; not learned, the
+    same for a flat start (measured at low dose in docs/refinement.md).
     probe: refine the probe too (from epoch `probe_start`, 0-based); its power Σ|P|² is kept
     fixed (the object absorbs the global scale).
     positions: refine the scan positions (sub-pixel; the mean correction is kept at zero);
@@ -85,6 +91,9 @@ class RefineConfig:
     alpha: float = 0.05
     momentum: float = 0.0
     prior_weight: float = 0.0
+    prior_highpass: float = 0.0
+    smooth_weight: float = 0.0
+    smooth_sigma: float = 2.0
     probe: bool = False
     probe_start: int = 1
     probe_step: float = 1.0
@@ -116,10 +125,15 @@ class RefineConfig:
                 raise bad(name, "a number > 0")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise bad("momentum", "a number in [0, 1)")
-        if not (math.isfinite(self.prior_weight) and self.prior_weight >= 0):
-            raise bad("prior_weight", "a number >= 0")
-        if self.prior_weight > 0 and self.optimizer != "pie":
-            raise bad("prior_weight", "0 with optimizer 'adam' (the prior term is part of the 'pie' step)")
+        for name in ("prior_weight", "prior_highpass", "smooth_weight", "smooth_sigma"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise bad(name, "a number >= 0")
+        for name in ("prior_weight", "smooth_weight"):
+            if getattr(self, name) > 0 and self.optimizer != "pie":
+                raise bad(name, "0 with optimizer 'adam' (the regularisers are part of the 'pie' step)")
+        if self.smooth_weight > 0 and self.smooth_sigma == 0:
+            raise bad("smooth_sigma", "a number > 0 when smooth_weight > 0")
         for name in ("alpha", "poisson_eps"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -263,9 +277,7 @@ def refine_canvas(
         P = P * scale
     probe_power = float((P.abs() ** 2).sum())
     c = 4.0 if cfg.loss == "poisson" else 2.0
-    anchor = None
-    if cfg.prior_weight > 0 and cfg.epochs > 0:
-        anchor = _Prior.build(O, prior, prior_mask, P, pos, cfg.prior_weight, M)
+    terms = _regularisers(O, prior, prior_mask, P, pos, cfg, M)  # validate() keeps them to "pie"
     n_pix = float(N * N) if mask is None else float(mask.sum())
 
     O.requires_grad_(cfg.optimizer == "adam")
@@ -296,7 +308,7 @@ def refine_canvas(
             batch = order[s : s + cfg.batch_size]
             mine = batch if info is None else dist_.shard_batch(batch, info.rank, info.world_size)
             loss_val = _step(O, P, pos, mine, data, mask, cfg, c, with_probe, adam, probe_power, info,
-                             None if anchor is None else anchor.per_batch(len(batch)))
+                             (terms, len(batch)))
             total += loss_val
         if info is not None:
             dist_.all_reduce_sum(total)
@@ -326,42 +338,73 @@ def refine_canvas(
     )
 
 
-class _Prior:
-    """The network-consistency term (c/2)·Σ λ·|O − O_prior|², λ = ρ·Ī·w (RefineConfig.prior_weight)."""
+def _mean_illumination(O: torch.Tensor, P: torch.Tensor, pos: torch.Tensor, M: int, where: torch.Tensor) -> torch.Tensor:
+    """Ī: the whole scan's illumination Σ_m |P|² splat on the canvas, averaged over the lit
+    pixels of `where` (bool `(H, W)`); the unit in which the regularisers are weighed."""
+    N = int(P.shape[-1])
+    p2 = (P.detach().abs() ** 2).sum(dim=0)
+    illum = torch.zeros(O.shape, dtype=O.real.dtype, device=O.device)
+    for s in range(0, M, 1024):  # in bounded chunks
+        b = pos[s : s + 1024].detach()
+        part, _ = kstitch(p2.expand(len(b), N, N).contiguous(), b, tuple(O.shape))
+        illum += part.to(illum.dtype)
+    lit = where & (illum > 0)
+    return illum[lit].mean() if bool(lit.any()) else illum.max()
 
-    def __init__(self, target: torch.Tensor, lam: torch.Tensor, M: int) -> None:
-        self.target, self.lam, self.M = target, lam, M
 
-    @classmethod
-    def build(cls, O: torch.Tensor, prior: Any, prior_mask: Any, P: torch.Tensor, pos: torch.Tensor, rho: float, M: int) -> "_Prior":
+class _Quadratic:
+    """A quadratic regulariser R = (c/2)·ρ·Ī·‖H(w·(O − T))‖², one minibatch of b carrying b/M of it.
+
+    Network prior (RefineConfig.prior_weight, prior_highpass): T the network's object, w its
+    coverage. Smoothness (smooth_weight, smooth_sigma): T = 0, w = 1. H = identity (σ = 0) or
+    1 − G_σ, the detail finer than a σ-pixel Gaussian blur (|H(k)|² = (1 − exp(−2π²σ²|k|²))²,
+    k in cycles per pixel, periodic canvas)."""
+
+    def __init__(self, target: torch.Tensor | None, w: torch.Tensor, strength: torch.Tensor, M: int, sigma: float) -> None:
+        self.target, self.w, self.strength, self.M = target, w, strength, M
+        self.highpass = None
+        if sigma > 0:
+            ky = torch.fft.fftfreq(w.shape[0], device=w.device, dtype=w.dtype)[:, None]
+            kx = torch.fft.fftfreq(w.shape[1], device=w.device, dtype=w.dtype)[None, :]
+            self.highpass = (1 - torch.exp(-2 * math.pi**2 * sigma**2 * (kx**2 + ky**2))) ** 2
+
+    def gradient(self, O: torch.Tensor, b: int, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(∇R, curvature bound) `(H, W)` for a minibatch of b of the M positions."""
+        lam = self.strength * (b / self.M)
+        d = self.w * (O.detach() if self.target is None else O.detach() - self.target)
+        if self.highpass is not None:
+            d = self.w * torch.fft.ifft2(torch.fft.fft2(d) * self.highpass)
+        return c * lam * d, c * lam * self.w  # |H|² <= 1: c·λ·w bounds the curvature
+
+
+def _regularisers(O: torch.Tensor, prior: Any, prior_mask: Any, P: torch.Tensor, pos: torch.Tensor, cfg: RefineConfig,
+                  M: int) -> list[_Quadratic]:
+    """The configured regularisers (network prior, smoothness), weighed in units of Ī."""
+    terms: list[_Quadratic] = []
+    if cfg.epochs == 0 or (cfg.prior_weight == 0 and cfg.smooth_weight == 0):
+        return terms
+    ones = torch.ones(O.shape, dtype=O.real.dtype, device=O.device)
+    w = ones
+    if cfg.prior_weight > 0 and prior_mask is not None:
+        w = torch.as_tensor(prior_mask).to(O.real.dtype).to(O.device)
+        if w.shape != O.shape:
+            raise DataError(f"refinement: prior_mask must match the canvas {tuple(O.shape)}, got {tuple(w.shape)}")
+    mean_illum = _mean_illumination(O, P, pos, M, w > 0)
+    if cfg.prior_weight > 0:
         target = O.detach().clone() if prior is None else torch.as_tensor(prior).to(O.dtype).to(O.device)
         if target.shape != O.shape:
             raise DataError(f"refinement: prior must match the canvas {tuple(O.shape)}, got {tuple(target.shape)}")
-        w = torch.ones(O.shape, dtype=O.real.dtype, device=O.device) if prior_mask is None else \
-            torch.as_tensor(prior_mask).to(O.real.dtype).to(O.device)
-        if w.shape != O.shape:
-            raise DataError(f"refinement: prior_mask must match the canvas {tuple(O.shape)}, got {tuple(w.shape)}")
-        N = int(P.shape[-1])
-        p2 = (P.detach().abs() ** 2).sum(dim=0)
-        illum = torch.zeros(O.shape, dtype=O.real.dtype, device=O.device)
-        for s in range(0, M, 1024):  # the whole scan's illumination, in bounded chunks
-            b = pos[s : s + 1024].detach()
-            part, _ = kstitch(p2.expand(len(b), N, N).contiguous(), b, tuple(O.shape))
-            illum += part.to(illum.dtype)
-        lit = (w > 0) & (illum > 0)
-        mean_illum = illum[lit].mean() if bool(lit.any()) else illum.max()
-        return cls(target, rho * mean_illum * w, M)
-
-    def per_batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(target, λ·b/M): a minibatch of b of the M positions carries b/M of the prior."""
-        return self.target, self.lam * (b / self.M)
+        terms.append(_Quadratic(target, w, cfg.prior_weight * mean_illum, M, cfg.prior_highpass))
+    if cfg.smooth_weight > 0:
+        terms.append(_Quadratic(None, ones, cfg.smooth_weight * mean_illum, M, cfg.smooth_sigma))
+    return terms
 
 
 def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: bool, adam, probe_power: float, info,
-          prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+          regularisers: tuple[list[_Quadratic], int] = ([], 0)) -> torch.Tensor:
     """One minibatch update in place; returns this rank's summed loss (float64, before the step;
-    the data term only). `prior` (target, λ_batch) adds the network-consistency term's gradient
-    c·λ·(O − target) and curvature c·λ after the all-reduce (every rank adds it once)."""
+    the data term only). `regularisers` (the terms, the global batch size): their gradients and
+    curvature bounds are added after the all-reduce (every rank adds them once)."""
     dev = O.device
     N = int(P.shape[-1])
     t_idx = torch.as_tensor(idx, dtype=torch.int64, device=dev)
@@ -403,10 +446,10 @@ def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: b
                     dist_.all_reduce_sum(torch.view_as_real(gP))
                     dist_.all_reduce_sum(o2)
             denom = c * (illum + cfg.alpha * illum.max().clamp_min(1e-30))
-            if prior is not None:
-                target, lam = prior
-                gO = gO + c * lam * (O.detach() - target)
-                denom = denom + c * lam
+            for term in regularisers[0]:
+                g_reg, curv = term.gradient(O, regularisers[1], c)
+                gO = gO + g_reg
+                denom = denom + curv
             if cfg.object:
                 O -= cfg.step * gO / denom
             if gP is not None:
