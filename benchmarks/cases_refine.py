@@ -52,11 +52,26 @@ class Recipe:
     doses: tuple[float, ...] = (1e9, 1e4)
     n_filters_scale: int = 2
     ptychi_epochs: tuple[int, ...] = (10, 50, 100)
+    tuned_epochs: tuple[int, ...] = (5, 10, 20)
+    tuned_bf16_epochs: tuple[int, ...] = (5, 7, 10)
+    tuned_iterative_epochs: tuple[int, ...] = (5, 10, 20, 50)
+
+
+#: the refinement settings docs/refinement.md recommends per dose (measured on this recipe):
+#: high dose: momentum and small batches converge fastest, a light smoothness term helps the
+#: smooth object; low dose: a strong smoothness term against the noise (not learned: the same
+#: settings run from a flat start as `tuned_iterative` rows)
+TUNED = {"high": {"momentum": 0.7, "batch_size": 32, "smooth_weight": 0.3}, "low": {"batch_size": 32, "smooth_weight": 3.0}}
+
+
+def tuned_settings(dose: float) -> dict[str, Any]:
+    return dict(TUNED["high" if dose >= 1e6 else "low"])
 
 
 FULL = Recipe()
 QUICK = Recipe(object_size=112, n_train=32, n_test=16, train_epochs=1, refine_epochs=(2,), finetune_epochs=1,
-               iterative_epochs=(2,), doses=(1e9,), n_filters_scale=1, ptychi_epochs=(2,))
+               iterative_epochs=(2,), doses=(1e9,), n_filters_scale=1, ptychi_epochs=(2,),
+               tuned_epochs=(2,), tuned_bf16_epochs=(2,), tuned_iterative_epochs=(2,))
 
 
 def simulate_phase_object(size: int, n: int, dose: float, seed: int, N: int = 64) -> Any:
@@ -140,7 +155,35 @@ def run_recipe(ctx: Context, recipe: Recipe, prefix: str = "quality/refine", kee
                             role="baseline" if f"{tag}/iterative{E}" == iter_name else "candidate",
                             baselines=[] if f"{tag}/iterative{E}" == iter_name else [iter_name],
                             metrics=_scores(out["object"], truth, region)))
+        rows += _tuned_rows(recipe, dose, tag, model, test_scan, truth, region, dev, base_desc, iter_name, flat, ones)
         rows += _ptychi_rows(ctx, recipe, tag, test_scan, truth, region, net.object.shape, base_desc, iter_name)
+    return rows
+
+
+def _tuned_rows(recipe: Recipe, dose: float, tag: str, model: Any, scan: Any, truth: np.ndarray, region: tuple[int, int, int, int],
+                dev: torch.device, base_desc: str, iter_name: str, flat: np.ndarray, ones: np.ndarray) -> list[Row]:
+    """The recommended settings of the dose (`TUNED`): from the network (float32 and bfloat16
+    inference) and, as the fair control, from a flat object (`tuned_iterative`)."""
+    kw = tuned_settings(dose)
+    what = ", ".join(f"{k} {v:g}" for k, v in kw.items())
+    rows: list[Row] = []
+    runs = [(E, "float32", f"{tag}/refine{E}_tuned") for E in recipe.tuned_epochs]
+    runs += [(E, "bf16", f"{tag}/refine{E}_tuned_bf16") for E in recipe.tuned_bf16_epochs]
+    for E, precision, name in runs:
+        t0 = time.perf_counter()
+        rec = reconstruct(model, scan, device=dev, precision=precision, refine=RefineConfig(epochs=E, **kw))
+        s = time.perf_counter() - t0
+        rows.append(Row(name, GROUP, base_desc + f": network ({precision} inference) + refine {E} epochs ({what})",
+                        stats_of([s]), items=recipe.n_test, unit="patterns/s", baselines=[iter_name],
+                        metrics={**_scores(rec.object, truth, region), "refine_seconds": rec.refinement["seconds"]}))
+    for E in recipe.tuned_iterative_epochs:
+        t0 = time.perf_counter()
+        out = refine_stitched(flat, ones, (0.0, 0.0), scan, RefineConfig(epochs=E, **kw), dev)
+        s = time.perf_counter() - t0
+        rows.append(Row(f"{tag}/tuned_iterative{E}", GROUP,
+                        base_desc + f": the same solver and settings ({what}), {E} epochs from a flat object, true probe (no network)",
+                        stats_of([s]), items=recipe.n_test, unit="patterns/s", baselines=[iter_name],
+                        metrics=_scores(out["object"], truth, region)))
     return rows
 
 
@@ -192,4 +235,4 @@ def reduced(**changes: Any) -> Recipe:
     return replace(FULL, **changes)
 
 
-__all__ = ["Recipe", "FULL", "QUICK", "simulate_phase_object", "run_recipe", "run", "reduced"]
+__all__ = ["Recipe", "FULL", "QUICK", "TUNED", "tuned_settings", "simulate_phase_object", "run_recipe", "run", "reduced"]

@@ -191,3 +191,4 @@ def test_refinement_targets_on_a_synthetic_report() -> None:
     # refine50 (3.0 s) faces both: min(0.60 - 0.58, 0.96 - 0.95) = 0.01
     assert lo["value"] == pytest.approx(0.04) and lo["met"] is True and "refine10" in lo["detail"]
     assert t["refine_low_dose_equal_time_vs_ptychi_lsqml"]["met"] is None  # skipped rows are not measured
+    assert t["refine_low_dose_equal_time_vs_tuned_iterative"]["met"] is None  # no such rows
