@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--stitch", default="barycentric", metavar="MODE", help="barycentric (default) or tf (TF reassemble_position, M=20)")
     a("--crop", default=None, metavar="M", help="central patch side stitched (default N/2; tf mode 20)")
     a("--weight", default="probe", metavar="KIND", help="patch weights: probe (|probe|², default) or uniform")
+    a("--phase-sync", default=0, metavar="K", help="K rounds of per-patch phase synchronisation before stitching (default 0: "
+      "off; ~25 removes the network's per-pattern phase offsets, docs/usage.md)")
     a("--n-groups", default=None, metavar="K", help="groups to use (default: one per scan position)")
     a("--seed", default=None, metavar="S", help=f"grouping seed (default {INFERENCE_SEED}, the inference seed; native models)")
     a("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda, cuda:1, mps")
@@ -77,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     check_output(out, overwrite=bool(args.overwrite), directory=True, flag="--overwrite")
     product_plan = plan_product(args, data_path, model, load_options(args))  # None without --product/--product-in
     refine, finetune, save_finetuned = _refine_options(args)
+    phase_sync = number("phase-sync", args.phase_sync, int)
+    if phase_sync < 0:
+        raise ConfigError(f"--phase-sync: expected an integer >= 0, got {args.phase_sync!r}")
     from ..distributed import session
 
     # under torchrun: groups sharded across processes, canvases summed, rank 0 writes
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             frc_halves=bool(args.frc_halves),
             load=load_options(args) if product_plan is None else None,  # a planned product: its scan is loaded already
             precision=str(args.precision),
+            phase_sync=phase_sync,
         )
     if not main:
         return 0

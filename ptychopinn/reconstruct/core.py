@@ -35,6 +35,7 @@ from ..metrics import evaluate
 from .finetune import finetune as run_finetune
 from .geometry import INFERENCE_SEED, TF_CROP, canvas_geometry, centre_crop, covered_box, default_crop, patch_weights
 from .outputs import write_outputs
+from .phase_sync import MAX_BYTES, fits, synchronise_phases
 from .refine import refine_stitched
 from .stitchers import get_stitcher
 
@@ -134,6 +135,7 @@ def reconstruct(
     frc_halves: bool = False,
     load: Any = None,
     precision: str = "float32",
+    phase_sync: int = 0,
 ) -> Reconstruction:
     """Reconstruct the whole object of a scan with a trained model.
 
@@ -159,6 +161,9 @@ def reconstruct(
     canvases, which are summed over ranks (all_reduce); every rank returns the same object,
     rank 0 alone computes metrics and writes `out_dir`. Barycentric stitching only.
 
+    phase_sync: rounds of per-patch phase synchronisation before the final stitch (0 = off;
+    `reconstruct.phase_sync`: each patch's arbitrary constant phase is aligned with its
+    neighbours'; holds the cropped patches, skipped with a warning above 2 GiB). Barycentric only.
     refine: a `reconstruct.refine.RefineConfig`: after stitching, that many epochs of physics
     refinement of the object (probe, positions) against the measured patterns (docs/refinement.md);
     epochs 0 or None leave the network's object exactly as is. Under torchrun the positions are
@@ -171,7 +176,9 @@ def reconstruct(
     complex64 and stitched, refined and written in float32 as always.
     Bad pixels (`scan.bad_pixels`) are excluded from the normalisation and filled at the input.
     """
-    _check_options(precision, refine, finetune, save_finetuned)
+    _check_options(precision, refine, finetune, save_finetuned, phase_sync)
+    if phase_sync and stitch == "tf":
+        raise ConfigError("phase_sync needs stitch='barycentric' (the tf stitcher reproduces the legacy numbers)")
     info = dist_.current()
     scan, net, groups, crop, dev, extra = _prepare_agreed(
         info, out_dir, overwrite, frc_halves, stitch, model, scan_or_path, data_config, batch_size, crop, weight, device, load
@@ -197,7 +204,7 @@ def reconstruct(
         w_np = patch_weights(_stitch_probe(scan, net, warn=main and weight == "probe"), crop, weight)
         w = None if w_np is None else torch.from_numpy(w_np)
         canvas, weight_sum, origin, centres = _run_barycentric(
-            net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info, precision
+            net, dataset, groups, batch_size, crop, w, dev, obj_shape, progress and main, info, precision, phase_sync
         )
 
     refined = None
@@ -224,10 +231,12 @@ def reconstruct(
     return rec
 
 
-def _check_options(precision: str, refine: Any, finetune: Any, save_finetuned: Any) -> None:
+def _check_options(precision: str, refine: Any, finetune: Any, save_finetuned: Any, phase_sync: int = 0) -> None:
     """Bad option values fail before any work (ConfigError, one line)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not isinstance(phase_sync, (int, np.integer)) or isinstance(phase_sync, bool) or phase_sync < 0:
+        raise ConfigError(f"phase_sync: expected an integer >= 0 (rounds), got {phase_sync!r}")
     for opt in (refine, finetune):
         if opt is not None:
             opt.validate()
@@ -354,8 +363,10 @@ def _predict(net: Any, dataset: Any, n: int, batch_size: int, dev: torch.device,
             yield batch, patches.to(torch.complex64)
 
 
-def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress, info=None, precision="float32"):
-    """Stitch every group (distributed: this rank's contiguous block, then canvases summed)."""
+def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_shape, progress, info=None, precision="float32",
+                     phase_sync=0):
+    """Stitch every group (distributed: this rank's contiguous block, then canvases summed);
+    with `phase_sync` rounds, the cropped patches are held and phase-synchronised first."""
 
     centres_all = np.asarray(groups.centres, dtype=np.float64)
     (H, W), origin = canvas_geometry(centres_all, crop, obj_shape)
@@ -370,14 +381,31 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
         from tqdm.auto import tqdm  # lazy: only with a progress bar (tqdm.auto probes for notebooks on import)
 
         bar = tqdm(total=stop - start, desc="reconstruct", unit="group", leave=False)
+    held: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    if phase_sync > 0:
+        world = 1 if info is None else info.world_size
+        if fits(-(-groups.n_groups // world), crop):  # the same decision on every rank
+            held = []
+        elif info is None or info.is_main:
+            log.warning("phase_sync skipped: %d patches of %dx%d would hold more than %.0f GiB", groups.n_groups, crop, crop,
+                        MAX_BYTES / 2**30)
     for batch, patches in _predict(net, dataset, stop, batch_size, dev, start, precision):
         b = batch["index"].numpy()
         pos = torch.from_numpy(centres_all[b] - origin).to(dev)
-        kstitch(centre_crop(patches, crop).contiguous(), pos, (H, W), weights=w, out=(num, den))
+        crops = centre_crop(patches, crop).contiguous()
+        if held is not None:
+            held.append((crops, pos))
+        else:
+            kstitch(crops, pos, (H, W), weights=w, out=(num, den))
         if bar is not None:
             bar.update(len(b))
     if bar is not None:
         bar.close()
+    if held is not None:
+        P = torch.cat([h[0] for h in held]) if held else torch.zeros(0, crop, crop, dtype=torch.complex64, device=dev)
+        Q = torch.cat([h[1] for h in held]) if held else torch.zeros(0, 2, dtype=torch.float64, device=dev)
+        u = synchronise_phases(P, Q, (H, W), int(phase_sync), weights=w, distributed=info)
+        kstitch((P * u[:, None, None]).contiguous(), Q, (H, W), weights=w, out=(num, den))
     if info is not None:  # Σ over ranks of the numerator and weight canvases
         all_reduce_sum(torch.view_as_real(num))
         all_reduce_sum(den)

@@ -19,6 +19,11 @@ for Poisson (its gradient is twice the amplitude loss's near the solution). "ada
 torch.optim.Adam on the canvas (lr = `adam_lr`, object units). Positions always use a
 Gauss–Newton step (gradient over the curvature Σ|P·∂O/∂x|²), at most `max_shift` px per step.
 
+Regularisers ("pie" only, quadratic, weighed in units of the scan's mean illumination Ī):
+a smoothness term (c/2)·ρ·Ī·‖(1 − G_σ)·O‖² (`smooth_weight`, `smooth_sigma`) and a network
+prior (c/2)·ρ·Ī·‖H·w·(O − O_net)‖² (`prior_weight`, `prior_highpass`); a minibatch carries its
+share b/M, its gradient joins the data gradient and its curvature the preconditioner.
+
 Memory is bounded: one minibatch of patches at a time (`batch_size` positions) plus the canvas.
 Distributed (`torch.distributed` initialised): each global minibatch is split over ranks
 (`distributed.shard_batch`), the canvas/probe gradients and illumination sums are all-reduced,
@@ -63,10 +68,10 @@ class RefineConfig:
     minimises L + (c/2)·ρ·Ī·Σ w·|O − O_prior|², O_prior the network's object, w its coverage
     (1 where the network covered, 0 elsewhere), Ī the mean illumination Σ_m |P|² of the whole
     scan over the covered pixels: ρ = 1 weighs the prior like one scan's worth of data at a
-    typically lit pixel; weakly lit pixels lean on the prior. A learned prior for low doses.
+    typically lit pixel; weakly lit pixels lean on the prior (what it buys: docs/refinement.md).
     prior_highpass: σ px (0 = off): the prior acts only on the detail finer than a σ-pixel
     Gaussian blur, ‖(1 − G_σ)·w·(O − O_prior)‖²: the data keep the coarse structure, the network
-    the fine (at low dose the detail the noise would otherwise fill in).
+    the fine.
     smooth_weight, smooth_sigma: a smoothness regulariser (c/2)·ρ_s·Ī·‖(1 − G_σ)·O‖² (0 = off):
     penalises the detail finer than a σ-pixel blur everywhere on the canvas; not learned, the
     same for a flat start (measured at low dose in docs/refinement.md).
@@ -346,7 +351,7 @@ def _mean_illumination(O: torch.Tensor, P: torch.Tensor, pos: torch.Tensor, M: i
     illum = torch.zeros(O.shape, dtype=O.real.dtype, device=O.device)
     for s in range(0, M, 1024):  # in bounded chunks
         b = pos[s : s + 1024].detach()
-        part, _ = kstitch(p2.expand(len(b), N, N).contiguous(), b, tuple(O.shape))
+        part, _ = kstitch(p2.expand(len(b), N, N).contiguous(), b, (int(O.shape[0]), int(O.shape[1])))
         illum += part.to(illum.dtype)
     lit = where & (illum > 0)
     return illum[lit].mean() if bool(lit.any()) else illum.max()

@@ -1,5 +1,6 @@
-"""`torchrun ptychopinn reconstruct --refine E`: positions sharded over 2 CPU ranks (gloo),
-gradients and illumination sums all-reduced; the refined object equals one process's."""
+"""`torchrun ptychopinn reconstruct --refine E --phase-sync K`: positions sharded over 2 CPU ranks
+(gloo), gradients, illumination sums and the synchronisation canvases all-reduced; the result
+equals one process's."""
 from __future__ import annotations
 
 import os
@@ -22,10 +23,11 @@ def test_torchrun_refine_equals_single_process(tmp_path):
     out = tmp_path / "R"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ptychopinn",
            "reconstruct", "--model", str(tmp_path / "M"), "--data", str(scan), "--out", str(out), "--device", "cpu",
-           "--refine", "3", "--refine-batch", "8", "--refine-positions", "--quiet"]
+           "--refine", "3", "--refine-batch", "8", "--refine-positions", "--refine-smooth", "0.5", "--phase-sync", "5", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    single = pp.reconstruct(tmp_path / "M", scan, device="cpu", refine=RefineConfig(epochs=3, batch_size=8, positions=True))
+    single = pp.reconstruct(tmp_path / "M", scan, device="cpu", phase_sync=5,
+                            refine=RefineConfig(epochs=3, batch_size=8, positions=True, smooth_weight=0.5))
     with np.load(out / "reconstruction.npz", allow_pickle=False) as z:
         obj = z["object"]
     with np.load(out / "refinement.npz", allow_pickle=False) as z:

@@ -59,6 +59,7 @@ def test_random_scan_bounds_and_dtype():
     assert np.ptp(x) > 0.8 * (100 - 64 - 1) and np.ptp(y) > 0.8 * (100 - 64 - 1)
     x2, y2 = random_scan(500, 100, 64, np.random.default_rng(0))
     np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
 
 
 def test_grid_scan_row_major_and_inside():

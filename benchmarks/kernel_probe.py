@@ -1,4 +1,4 @@
-"""Timing probe for `ptychopinn.kernels` (not a test: run `python -m tests.kernels.perf_probe`).
+"""Timing probe for `ptychopinn.kernels` (run `python -m benchmarks.kernel_probe`).
 
 Median wall time of repeated calls on fixed shapes, 2 threads. `--impl DIR` times a kernels
 package from another folder (e.g. a saved copy of an older version) instead; the model case
