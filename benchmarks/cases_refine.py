@@ -62,6 +62,8 @@ class Recipe:
 #: smooth object; low dose: a strong smoothness term against the noise (not learned: the same
 #: settings run from a flat start as `tuned_iterative` rows)
 TUNED = {"high": {"momentum": 0.7, "batch_size": 32, "smooth_weight": 0.3}, "low": {"batch_size": 32, "smooth_weight": 3.0}}
+#: rounds of per-patch phase synchronisation of the network's patches in the tuned rows
+SYNC = 25
 
 
 def tuned_settings(dose: float) -> dict[str, Any]:
@@ -125,6 +127,12 @@ def run_recipe(ctx: Context, recipe: Recipe, prefix: str = "quality/refine", kee
         region = net.region
         rows.append(Row(f"{tag}/network", GROUP, base_desc + ": network only", stats_of([net_s]), items=recipe.n_test,
                         unit="patterns/s", baselines=[iter_name], metrics=_scores(net.object, truth, region)))
+        t0 = time.perf_counter()
+        synced = reconstruct(model, test_scan, device=dev, phase_sync=SYNC)
+        s = time.perf_counter() - t0
+        rows.append(Row(f"{tag}/network_sync", GROUP, base_desc + f": network only, {SYNC} rounds of patch phase synchronisation",
+                        stats_of([s]), items=recipe.n_test, unit="patterns/s", baselines=[iter_name],
+                        metrics=_scores(synced.object, truth, region)))
         for E in recipe.refine_epochs:
             t0 = time.perf_counter()
             rec = reconstruct(model, test_scan, device=dev, refine=RefineConfig(epochs=E))
@@ -163,7 +171,8 @@ def run_recipe(ctx: Context, recipe: Recipe, prefix: str = "quality/refine", kee
 def _tuned_rows(recipe: Recipe, dose: float, tag: str, model: Any, scan: Any, truth: np.ndarray, region: tuple[int, int, int, int],
                 dev: torch.device, base_desc: str, iter_name: str, flat: np.ndarray, ones: np.ndarray) -> list[Row]:
     """The recommended settings of the dose (`TUNED`): from the network (float32 and bfloat16
-    inference) and, as the fair control, from a flat object (`tuned_iterative`)."""
+    inference, `SYNC` rounds of patch phase synchronisation) and, as the fair control, from a
+    flat object (`tuned_iterative`)."""
     kw = tuned_settings(dose)
     what = ", ".join(f"{k} {v:g}" for k, v in kw.items())
     rows: list[Row] = []
@@ -171,9 +180,9 @@ def _tuned_rows(recipe: Recipe, dose: float, tag: str, model: Any, scan: Any, tr
     runs += [(E, "bf16", f"{tag}/refine{E}_tuned_bf16") for E in recipe.tuned_bf16_epochs]
     for E, precision, name in runs:
         t0 = time.perf_counter()
-        rec = reconstruct(model, scan, device=dev, precision=precision, refine=RefineConfig(epochs=E, **kw))
+        rec = reconstruct(model, scan, device=dev, precision=precision, phase_sync=SYNC, refine=RefineConfig(epochs=E, **kw))
         s = time.perf_counter() - t0
-        rows.append(Row(name, GROUP, base_desc + f": network ({precision} inference) + refine {E} epochs ({what})",
+        rows.append(Row(name, GROUP, base_desc + f": network ({precision} inference, phase sync {SYNC}) + refine {E} epochs ({what})",
                         stats_of([s]), items=recipe.n_test, unit="patterns/s", baselines=[iter_name],
                         metrics={**_scores(rec.object, truth, region), "refine_seconds": rec.refinement["seconds"]}))
     for E in recipe.tuned_iterative_epochs:
@@ -235,4 +244,4 @@ def reduced(**changes: Any) -> Recipe:
     return replace(FULL, **changes)
 
 
-__all__ = ["Recipe", "FULL", "QUICK", "TUNED", "tuned_settings", "simulate_phase_object", "run_recipe", "run", "reduced"]
+__all__ = ["Recipe", "FULL", "QUICK", "TUNED", "SYNC", "tuned_settings", "simulate_phase_object", "run_recipe", "run", "reduced"]
