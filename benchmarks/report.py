@@ -15,7 +15,7 @@ ABOUT = """## What is measured
 | inference | `predict_object`, N=64 gs1 (batch 64), N=64 gs2 (16 groups = 64 patterns), N=128 gs1 (16): eager float32 (inference_mode, NCHW), autograd on, no_grad, channels_last, 1 thread, `torch.compile`, bfloat16 autocast (± channels_last, compiled), ONNX Runtime | TF reference (`tf.function`), else eager float32 |
 | training | one Adam step on the Poisson NLL, batch 16: eager float32, channels_last, bf16 autocast, compiled | TF reference (GradientTape + keras Adam, same weights and batch) |
 | scale | 1e3 → 1e6 patches of 64×64, one subprocess per size (time, peak RSS, bytes/s): `benchmarks/stitch_scale.py` | TF-style full-canvas translate-and-sum (`benchmarks/scale_worker.py`) while TF's padded stack (n·S²·8 B) fits a 2 GB budget; beyond it the row reports the memory it would need |
-| quality | train ours and TF 8 epochs on the same simulated scan (same initial weights, batch order, Adam), reconstruct a second scan; amplitude/phase PSNR and SSIM (full mode only) | TF |
+| quality | train ours and TF 8 epochs on the same simulated scan (same initial weights, batch order, Adam), reconstruct a second scan; amplitude/phase PSNR and SSIM (full mode only). `quality/refine/<dose>/*` (issue 15, `benchmarks/cases_refine.py`): a 224² phase object at 1e9 and 1e4 photons, network trained 20 epochs on 1024 patterns, 256 test patterns: network alone (± patch phase sync), + refinement (default and the tuned recipes, float32/bf16 network), fine-tuning, and SSIM vs wall time of the iterative baselines | this project's solver from a flat object (100 epochs; `tuned_iterative` = the same settings as the tuned rows), pty-chi 2.2 LSQML (own venv, `--ptychi-python`) |
 | commands | the user commands end to end on a simulated scan stored as int32 counts without `objectGuess` (512 positions, N=64 gs1; `--quick` 64): `commands/train/default` (`ptychopinn train`, 2 epochs, batch 16, in-process CLI: load, group, steps, validation, checkpoint), `commands/reconstruct/default` (`ptychopinn reconstruct`: load, group, infer, stitch, write), `commands/reconstruct/bf16` (the same with `--precision bf16`), `commands/reconstruct/onnxruntime` (`run_onnx`), `commands/train_step/{default,deterministic}` (one Adam step, fast path vs `--deterministic`) | TF `train` epochs on the same groups/batch (after tracing) and TF inference + `reassemble_position`; the default command for ONNX and `--deterministic` |
 
 The torch rows run with the host-allocator settings of the `ptychopinn` command
@@ -84,6 +84,8 @@ def markdown(report: dict[str, Any]) -> str:
         "`--only GROUP` runs one group: limits, kernels, inference, training, scale, quality, distributed, live, commands).",
         "",
         f"Mode: **{report['mode']}**, started {report['started']}, took {report['duration_s']:.0f} s.",
+        *[f"Group(s) {', '.join(r['groups'])} replaced by a later run (`python -m benchmarks.merge_results`): started "
+          f"{r.get('started')}, took {r.get('duration_s') or 0:.0f} s, `{r.get('command')}`." for r in report.get("merged_runs") or []],
         "",
         "## Machine",
         "",
