@@ -292,7 +292,10 @@ def test_ctrl_c_during_training_names_the_checkpoint_and_resume(tmp_path, scans)
     out = tmp_path / "m"
     cmd = [sys.executable, "-m", "ptychopinn", "train", "--data", str(scans[1]), "--out", str(out), "--epochs", "100000",
            "--batch-size", "16", "--n-filters-scale", "1", "--validation-fraction", "0", "--device", "cpu", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    # the child gets the default SIGINT disposition: a test run started in the background by a
+    # non-interactive shell inherits SIGINT = ignored, and Python then installs no Ctrl-C handler
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     state = out / "checkpoint" / "training_state.json"
     try:
         deadline = time.monotonic() + 240
