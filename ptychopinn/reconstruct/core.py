@@ -381,11 +381,12 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
         from tqdm.auto import tqdm  # lazy: only with a progress bar (tqdm.auto probes for notebooks on import)
 
         bar = tqdm(total=stop - start, desc="reconstruct", unit="group", leave=False)
-    held: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    held: tuple[torch.Tensor, torch.Tensor] | None = None  # this rank's cropped patches and positions
     if phase_sync > 0:
         world = 1 if info is None else info.world_size
         if fits(-(-groups.n_groups // world), crop):  # the same decision on every rank
-            held = []
+            held = (torch.zeros(stop - start, crop, crop, dtype=torch.complex64, device=dev),
+                    torch.zeros(stop - start, 2, dtype=torch.float64, device=dev))
         elif info is None or info.is_main:
             log.warning("phase_sync skipped: %d patches of %dx%d would hold more than %.0f GiB", groups.n_groups, crop, crop,
                         MAX_BYTES / 2**30)
@@ -393,8 +394,10 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
         b = batch["index"].numpy()
         pos = torch.from_numpy(centres_all[b] - origin).to(dev)
         crops = centre_crop(patches, crop).contiguous()
-        if held is not None:
-            held.append((crops, pos))
+        if held is not None:  # _predict yields the groups in order: a contiguous block
+            i0 = int(b[0]) - start
+            held[0][i0 : i0 + len(b)] = crops
+            held[1][i0 : i0 + len(b)] = pos
         else:
             kstitch(crops, pos, (H, W), weights=w, out=(num, den))
         if bar is not None:
@@ -402,8 +405,7 @@ def _run_barycentric(net, dataset, groups, batch_size, crop, weights, dev, obj_s
     if bar is not None:
         bar.close()
     if held is not None:
-        P = torch.cat([h[0] for h in held]) if held else torch.zeros(0, crop, crop, dtype=torch.complex64, device=dev)
-        Q = torch.cat([h[1] for h in held]) if held else torch.zeros(0, 2, dtype=torch.float64, device=dev)
+        P, Q = held
         u = synchronise_phases(P, Q, (H, W), int(phase_sync), weights=w, distributed=info)
         kstitch((P * u[:, None, None]).contiguous(), Q, (H, W), weights=w, out=(num, den))
     if info is not None:  # Σ over ranks of the numerator and weight canvases
