@@ -19,7 +19,6 @@ patches, the numerator and weight canvases are all-reduced every round.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -27,8 +26,6 @@ import torch
 from ..distributed import all_reduce_sum
 from ..kernels import gather_patches, normalize
 from ..kernels import stitch as kstitch
-
-log = logging.getLogger("ptychopinn")
 
 MAX_BYTES = 2 << 30  # 2 GiB of held patches
 

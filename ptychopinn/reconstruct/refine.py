@@ -343,16 +343,22 @@ def refine_canvas(
     )
 
 
+def _illumination(O: torch.Tensor, P: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Σ_m |P|² (summed over probe modes) splat at `pos (b, 2)` on the canvas of `O`, `(H, W)` real."""
+    N = int(P.shape[-1])
+    p2 = (P.detach().abs() ** 2).sum(dim=0)
+    if not len(pos):
+        return torch.zeros(O.shape, dtype=O.real.dtype, device=O.device)
+    illum, _ = kstitch(p2.expand(len(pos), N, N).contiguous(), pos.detach(), (int(O.shape[0]), int(O.shape[1])))
+    return illum.to(O.real.dtype)
+
+
 def _mean_illumination(O: torch.Tensor, P: torch.Tensor, pos: torch.Tensor, M: int, where: torch.Tensor) -> torch.Tensor:
     """Ī: the whole scan's illumination Σ_m |P|² splat on the canvas, averaged over the lit
     pixels of `where` (bool `(H, W)`); the unit in which the regularisers are weighed."""
-    N = int(P.shape[-1])
-    p2 = (P.detach().abs() ** 2).sum(dim=0)
     illum = torch.zeros(O.shape, dtype=O.real.dtype, device=O.device)
     for s in range(0, M, 1024):  # in bounded chunks
-        b = pos[s : s + 1024].detach()
-        part, _ = kstitch(p2.expand(len(b), N, N).contiguous(), b, (int(O.shape[0]), int(O.shape[1])))
-        illum += part.to(illum.dtype)
+        illum += _illumination(O, P, pos[s : s + 1024])
     lit = where & (illum > 0)
     return illum[lit].mean() if bool(lit.any()) else illum.max()
 
@@ -365,21 +371,28 @@ class _Quadratic:
     1 − G_σ, the detail finer than a σ-pixel Gaussian blur (|H(k)|² = (1 − exp(−2π²σ²|k|²))²,
     k in cycles per pixel, periodic canvas)."""
 
-    def __init__(self, target: torch.Tensor | None, w: torch.Tensor, strength: torch.Tensor, M: int, sigma: float) -> None:
-        self.target, self.w, self.strength, self.M = target, w, strength, M
+    def __init__(self, target: torch.Tensor | None, w: torch.Tensor | None, strength: torch.Tensor, M: int, sigma: float,
+                 shape: tuple[int, int]) -> None:
+        self.target, self.w, self.strength, self.M = target, w, strength, M  # w None: 1 everywhere
         self.highpass = None
         if sigma > 0:
-            ky = torch.fft.fftfreq(w.shape[0], device=w.device, dtype=w.dtype)[:, None]
-            kx = torch.fft.fftfreq(w.shape[1], device=w.device, dtype=w.dtype)[None, :]
+            ky = torch.fft.fftfreq(shape[0], device=strength.device, dtype=strength.dtype)[:, None]
+            kx = torch.fft.fftfreq(shape[1], device=strength.device, dtype=strength.dtype)[None, :]
             self.highpass = (1 - torch.exp(-2 * math.pi**2 * sigma**2 * (kx**2 + ky**2))) ** 2
 
     def gradient(self, O: torch.Tensor, b: int, c: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(∇R, curvature bound) `(H, W)` for a minibatch of b of the M positions."""
+        """(∇R, curvature bound) for a minibatch of b of the M positions: `(H, W)` complex and
+        `(H, W)` real (a scalar tensor without a mask)."""
         lam = self.strength * (b / self.M)
-        d = self.w * (O.detach() if self.target is None else O.detach() - self.target)
+        d = O.detach() if self.target is None else O.detach() - self.target
+        if self.w is not None:
+            d = self.w * d
         if self.highpass is not None:
-            d = self.w * torch.fft.ifft2(torch.fft.fft2(d) * self.highpass)
-        return c * lam * d, c * lam * self.w  # |H|² <= 1: c·λ·w bounds the curvature
+            d = torch.fft.ifft2(torch.fft.fft2(d) * self.highpass)
+            if self.w is not None:
+                d = self.w * d
+        curv = c * lam if self.w is None else c * lam * self.w  # |H|² <= 1: c·λ·w bounds the curvature
+        return c * lam * d, curv
 
 
 def _regularisers(O: torch.Tensor, prior: Any, prior_mask: Any, P: torch.Tensor, pos: torch.Tensor, cfg: RefineConfig,
@@ -388,20 +401,21 @@ def _regularisers(O: torch.Tensor, prior: Any, prior_mask: Any, P: torch.Tensor,
     terms: list[_Quadratic] = []
     if cfg.epochs == 0 or (cfg.prior_weight == 0 and cfg.smooth_weight == 0):
         return terms
-    ones = torch.ones(O.shape, dtype=O.real.dtype, device=O.device)
-    w = ones
+    shape = (int(O.shape[0]), int(O.shape[1]))
+    w = None
     if cfg.prior_weight > 0 and prior_mask is not None:
         w = torch.as_tensor(prior_mask).to(O.real.dtype).to(O.device)
         if w.shape != O.shape:
             raise DataError(f"refinement: prior_mask must match the canvas {tuple(O.shape)}, got {tuple(w.shape)}")
-    mean_illum = _mean_illumination(O, P, pos, M, w > 0)
+    where = torch.ones(O.shape, dtype=torch.bool, device=O.device) if w is None else w > 0
+    mean_illum = _mean_illumination(O, P, pos, M, where)
     if cfg.prior_weight > 0:
         target = O.detach().clone() if prior is None else torch.as_tensor(prior).to(O.dtype).to(O.device)
         if target.shape != O.shape:
             raise DataError(f"refinement: prior must match the canvas {tuple(O.shape)}, got {tuple(target.shape)}")
-        terms.append(_Quadratic(target, w, cfg.prior_weight * mean_illum, M, cfg.prior_highpass))
+        terms.append(_Quadratic(target, w, cfg.prior_weight * mean_illum, M, cfg.prior_highpass, shape))
     if cfg.smooth_weight > 0:
-        terms.append(_Quadratic(None, ones, cfg.smooth_weight * mean_illum, M, cfg.smooth_sigma))
+        terms.append(_Quadratic(None, None, cfg.smooth_weight * mean_illum, M, cfg.smooth_sigma, shape))
     return terms
 
 
@@ -437,11 +451,7 @@ def _step(O, P, pos, idx, data, mask, cfg: RefineConfig, c: float, with_probe: b
         if gpos is not None and len(idx):
             shift = _position_step(O.detach(), P.detach(), b_pos.detach(), mask, c, gpos, cfg)
         if adam is None:
-            p2 = (P.detach().abs() ** 2).sum(dim=0)
-            illum = torch.zeros(O.shape, dtype=O.real.dtype, device=dev)
-            if len(idx):
-                illum, _ = kstitch(p2.expand(len(idx), N, N).contiguous(), b_pos.detach(), tuple(O.shape))
-                illum = illum.to(O.real.dtype)
+            illum = _illumination(O, P, b_pos)
             if gP is not None:
                 o2 = (patches.detach().abs() ** 2).sum(dim=0)
             if info is not None:
